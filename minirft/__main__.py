@@ -1,0 +1,3 @@
+from minirft.cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""The run's event log: ``events.jsonl``, append-only, one JSON object per line, flushed per line.
+
+Every record has ``type``, ``time`` (unix seconds) and ``step``. Types:
+
+- ``run_start``: ``recipe`` (resolved dict), ``versions``, ``device``, ``total_steps``, ``argv``
+- ``step``: ``metrics`` — reward, reward_std, rewards/<name>, criteria/<name>, kl, loss, clip_ratio,
+  entropy, completion_length, frac_reward_zero_std, generation_s, judge_s, update_s, tokens_per_s, lr…
+- ``sample``: prompt, completion, reward, advantage, rewards {name: value}, criteria {name: p},
+  rationale, group, judge_error
+- ``event``: ``kind`` (checkpoint, nan_skip, judge_error, resume, warning, …) and ``message``
+- ``run_end``: ``status`` (finished, stopped, failed) and a final ``message``
+
+The trainer is the only writer; the TUI, ``minirft watch`` and ``minirft report`` only read, so they
+work on a live run and a finished one alike. Readers ignore a partial last line until it completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+EVENT_TYPES = ("run_start", "step", "sample", "event", "run_end")
+
+
+class EventLog:
+    """Appends records to ``<run_dir>/events.jsonl``; each line is written whole and flushed."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, type: str, step: int, **fields: Any) -> dict:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type!r}")
+        record = {"type": type, "time": round(time.time(), 3), "step": step, **fields}
+        # One write call per line keeps lines whole even if the process is killed mid-run.
+        self._fh.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return record
+
+    def event(self, step: int, kind: str, message: str, **fields: Any) -> dict:
+        return self.write("event", step, kind=kind, message=message, **fields)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> "EventLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class EventReader:
+    """Incremental reader: ``read_new()`` returns the complete records appended since the last call."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def read_new(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        *lines, self._partial = data.split(b"\n")
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a corrupt line (e.g. a crash mid-write in an old run) is skipped, not fatal
+        return out
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """All complete records of a log (a partial last line is ignored)."""
+    return EventReader(path).read_new()
+
+
+def iter_events(path: str | Path) -> Iterator[dict]:
+    yield from read_events(path)
