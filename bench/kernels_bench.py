@@ -40,7 +40,7 @@ MODELS = {
     "cpu": [("smollm2-135m", 49152, 576), ("qwen2.5-0.5b", 151936, 896)],
     "cuda": [("smollm2-1.7b", 49152, 2048), ("qwen2.5-1.5b", 151936, 1536)],
 }
-ROWS = {"cpu": [64, 256], "cuda": [2048, 8192, 16384]}  # B x T positions
+ROWS = {"cpu": [64, 256, 1024], "cuda": [2048, 8192, 16384]}  # B x T positions
 GRPO_SHAPES = {"cpu": [(8, 512), (16, 1024)], "cuda": [(16, 1024), (64, 2048)]}
 JUDGE_ROWS = {"cpu": [64, 512], "cuda": [512, 4096]}
 
@@ -130,7 +130,7 @@ def _liger_setup(spec, device, dtype):
                 ref = selective_logprobs(ref_hidden, weight, targets, backend=be).view(b, t)
             loss, _ = grpo_token_loss(logp, logp.detach(), ref, adv, mask, 0.2, 0.04, backend=be)
         loss.backward()
-        out = (float(loss), hidden.grad.float().norm().item())
+        out = (loss.item(), hidden.grad.float().norm().item())
         hidden.grad = None
         weight.grad = None
         return out

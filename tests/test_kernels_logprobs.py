@@ -108,7 +108,8 @@ def test_reference_never_builds_more_than_chunk_rows(monkeypatch):
 
 
 def test_default_chunk_bounds_the_logits():
-    assert slp_mod.default_chunk_size(16 * 1024, 151_936) * 151_936 <= slp_mod.CHUNK_ELEMENTS
+    assert slp_mod.default_chunk_size(16 * 1024, 151_936, "cuda") * 151_936 <= slp_mod.CHUNK_ELEMENTS
+    assert slp_mod.default_chunk_size(16 * 1024, 151_936, "cpu") * 151_936 <= slp_mod.CHUNK_ELEMENTS_CPU
     assert slp_mod.default_chunk_size(5, 1000) == 5
 
 
@@ -119,3 +120,16 @@ def test_bad_shapes_are_rejected():
         selective_logprobs(torch.randn(2, 3, 4), torch.randn(10, 5), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="temperature"):
         selective_logprobs(torch.randn(2, 3, 4), torch.randn(10, 4), torch.zeros(2, 3, dtype=torch.long), 0.0)
+
+
+@pytest.mark.parametrize("device,backend", kernel_cases())
+def test_entropy_only_gradient(device, backend):
+    """An entropy bonus alone (no log-prob term in the loss) still back-propagates."""
+    hidden, weight, targets, _, g_ent = _inputs(2, 9, 33, 341, torch.float32, device, seed=4)
+    hk = hidden.clone().requires_grad_()
+    _, ent = selective_logprobs(hk, weight, targets, 0.7, with_entropy=True, backend=backend, block_v=128)
+    (gh,) = torch.autograd.grad((ent * g_ent).sum(), (hk,))
+    hr = hidden.clone().requires_grad_()
+    _, ent_r = selective_logprobs_naive(hr, weight, targets, 0.7, with_entropy=True)
+    (gh_r,) = torch.autograd.grad((ent_r * g_ent).sum(), (hr,))
+    assert_rel(gh, gh_r, 3 * REL_TOL[torch.float32], "d hidden")

@@ -15,7 +15,7 @@ Public API (the signatures the trainer and the ``torch`` judge backend call)::
         -> logp [B, T] float32                      (with_entropy=False)
         -> (logp [B, T], entropy [B, T]) float32    (with_entropy=True)
         Differentiable w.r.t. hidden and weight (and through entropy). chunk_size = rows of
-        logits alive at once (default: ~64M logits). Temperature divides the logits, as sampling did.
+        logits alive at once (default: 64M logits on CUDA, 16M on CPU). Temperature divides the logits, as sampling did.
 
     grpo_token_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0,
                     norm="token", *, clip_eps_high=None, backend=None)

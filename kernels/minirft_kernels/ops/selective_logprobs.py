@@ -30,15 +30,18 @@ import torch
 from ..dispatch import resolve_backend
 from ._triton import HAVE_TRITON, next_pow2, tl, triton
 
-#: Default working-set size, in logits elements per chunk (64M: 128 MB in bf16, 256 MB in fp32).
+#: Default working-set size, in logits elements per chunk: 64M on CUDA (128 MB in bf16: big enough
+#: for cuBLAS to run at full speed), 16M on CPU (64 MB in fp32; the CPU matmul needs far fewer rows).
 CHUNK_ELEMENTS = 1 << 26
+CHUNK_ELEMENTS_CPU = 1 << 24
 #: Largest vocab block one Triton program loads at a time.
 MAX_BLOCK_V = 4096
 
 
-def default_chunk_size(n_rows: int, vocab: int) -> int:
-    """Rows per chunk so that one chunk of logits holds about ``CHUNK_ELEMENTS`` values."""
-    return max(1, min(n_rows, CHUNK_ELEMENTS // max(1, vocab)))
+def default_chunk_size(n_rows: int, vocab: int, device: torch.device | str = "cuda") -> int:
+    """Rows per chunk so that one chunk of logits holds about ``CHUNK_ELEMENTS(_CPU)`` values."""
+    budget = CHUNK_ELEMENTS if torch.device(device).type == "cuda" else CHUNK_ELEMENTS_CPU
+    return max(1, min(n_rows, budget // max(1, vocab)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,8 +167,16 @@ def _row_grad_triton(logits, targets, inv_temp, g_logp, g_ent, lse, ent, block_v
 # --------------------------------------------------------------------------------------------
 # Torch reference of the two row operations (same chunking around them, so same memory bound).
 # --------------------------------------------------------------------------------------------
+def _scaled_fp32(logits: torch.Tensor, inv_temp: float) -> torch.Tensor:
+    """z = logits / T in fp32, reusing the chunk's own buffer when it is already fp32 (we own it)."""
+    z = logits.float()  # no copy for fp32 logits
+    return z.mul_(inv_temp) if inv_temp != 1.0 else z
+
+
 def _row_stats_torch(logits, targets, inv_temp, logp, lse, ent, block_v=None):
-    z = logits.float() * inv_temp
+    # In-place and fused-reduction ops: at most two [chunk, V] fp32 buffers alive (z and p), so the
+    # CPU path's peak is about 2-3 chunks of logits.
+    z = _scaled_fp32(logits, inv_temp)
     row_lse = torch.logsumexp(z, dim=-1)
     valid = targets >= 0
     z_target = z.gather(1, targets.clamp_min(0).unsqueeze(1)).squeeze(1)
@@ -173,22 +184,26 @@ def _row_stats_torch(logits, targets, inv_temp, logp, lse, ent, block_v=None):
     lse.copy_(row_lse)
     if ent is not None:
         p = torch.exp(z - row_lse.unsqueeze(1))
-        ent.copy_(row_lse - (p * z).sum(dim=-1))
+        ent.copy_(row_lse - torch.linalg.vecdot(p, z))
 
 
 def _row_grad_torch(logits, targets, inv_temp, g_logp, g_ent, lse, ent, block_v=None):
-    z = logits.float() * inv_temp
-    logp_all = z - lse.unsqueeze(1)
-    p = torch.exp(logp_all)
-    g = torch.zeros_like(z)
+    logp_all = _scaled_fp32(logits, inv_temp).sub_(lse.unsqueeze(1))  # log p, in place
+    p = torch.exp(logp_all)  # the second and last [chunk, V] buffer
+    ent_term = None
+    if g_ent is not None:  # g_ent * p * (log p + H), built in logp_all's buffer
+        ent_term = logp_all.add_(ent.unsqueeze(1)).mul_(p).mul_(g_ent.unsqueeze(1))
     if g_logp is not None:
-        valid = targets >= 0
-        g_lp = torch.where(valid, g_logp, torch.zeros_like(g_logp))
-        g = -p * g_lp.unsqueeze(1)
+        g_lp = torch.where(targets >= 0, g_logp, torch.zeros_like(g_logp))
+        g = p.mul_(-g_lp.unsqueeze(1))
         g.scatter_add_(1, targets.clamp_min(0).unsqueeze(1), g_lp.unsqueeze(1))
-    if g_ent is not None:
-        g = g - g_ent.unsqueeze(1) * p * (logp_all + ent.unsqueeze(1))
-    return (g * inv_temp).to(logits.dtype)
+        if ent_term is not None:
+            g.sub_(ent_term)
+    else:
+        g = ent_term.neg_()
+    if inv_temp != 1.0:
+        g.mul_(inv_temp)
+    return g.to(logits.dtype)
 
 
 _IMPLS = {
@@ -292,7 +307,7 @@ def selective_logprobs(
     if not h2.is_contiguous():
         h2 = h2.contiguous()
     t1 = targets.reshape(-1).to(torch.int64).contiguous()
-    chunk = int(chunk_size) if chunk_size else default_chunk_size(h2.shape[0], weight.shape[0])
+    chunk = int(chunk_size) if chunk_size else default_chunk_size(h2.shape[0], weight.shape[0], h2.device)
     logp, ent = FusedLinearLogprob.apply(
         h2, weight, t1, float(temperature), max(1, chunk), bool(with_entropy), impl, block_v
     )
