@@ -222,7 +222,7 @@ def plan(device: str, liger: bool, quick: bool) -> list[dict]:
             for var in variants:
                 specs.append(dict(kind="judge", model=name, V=v, H=h, rows=n, dtype=dtype, variant=var))
     if liger and device == "cuda":
-        for var in ["triton", "naive"]:
+        for var in ["triton", "reference", "naive"]:
             specs.append(dict(kind="liger", B=16, T=1024, H=4096, V=128256, dtype="bfloat16",
                               variant=var, warmup=5, rep=20))
     return specs
