@@ -107,10 +107,15 @@ class GroupJudge:
             self.last_seconds = time.perf_counter() - start
 
     def compare(self, row: PromptRow, a: str, b: str, rationale: bool = False) -> PairVerdict:
+        return self.compare_many([row], [(a, b)], rationale)[0]
+
+    def compare_many(self, rows: Sequence[PromptRow], pairs: Sequence[tuple[str, str]],
+                     rationale: bool = False) -> list[PairVerdict]:
+        """Several (A, B) preferences in one batch; raises after the retries (no reward to void here)."""
         if self.mode != "preference":
             raise MinirftError("judge.compare needs judge.mode: preference")
         want = rationale and self.cfg.rationales != "none" or self.cfg.rationales == "all"
-        return self._retrying(self._compare, row, a, b, want)
+        return self._retrying(self._compare, list(rows), list(pairs), want)
 
     def close(self) -> None:
         self.evaluator.close()
@@ -215,17 +220,26 @@ class GroupJudge:
                         for j, r in enumerate(rates)])
         return out
 
-    def _compare(self, row: PromptRow, a: str, b: str, rationale: bool) -> PairVerdict:
+    def _compare(self, rows, pairs, rationale: bool) -> list[PairVerdict]:
         L = self.layout
-        header, row_seg = L.header(), L.row(row)
-        queries = self._pair_queries(header, row_seg, a, b)
-        if rationale:
-            ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
-            queries.append(Query((header, row_seg, ra, rb + L.rationale_cue()), generate=self.cfg.rationale_max_tokens))
+        header = L.header()
+        queries: list[Query] = []
+        for row, (a, b) in zip(rows, pairs):
+            row_seg = L.row(row)
+            queries += self._pair_queries(header, row_seg, a, b)
+            if rationale:
+                ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
+                queries.append(Query((header, row_seg, ra, rb + L.rationale_cue()),
+                                     generate=self.cfg.rationale_max_tokens))
         res = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
-        p_first, p_b_first = float(res[0].probs[0]), float(res[1].probs[0])
-        return PairVerdict(p_a=scoring.swap_average(p_first, p_b_first), p_a_first=p_first,
-                           p_a_second=1.0 - p_b_first, rationale=res[2].text if rationale else None)
+        step = 3 if rationale else 2
+        out = []
+        for k in range(len(pairs)):
+            r = res[k * step:(k + 1) * step]
+            p_first, p_b_first = float(r[0].probs[0]), float(r[1].probs[0])
+            out.append(PairVerdict(p_a=scoring.swap_average(p_first, p_b_first), p_a_first=p_first,
+                                   p_a_second=1.0 - p_b_first, rationale=r[2].text if rationale else None))
+        return out
 
 
 def _describe(exc: Exception) -> str:
