@@ -23,7 +23,8 @@ many rows each matrix product had: llama.cpp's CPU kernels pick different code p
 4-row GEMM vs GEMV for quantized weights, tiled GEMM vs dot products for f16) with different
 summation orders, and a quantized 270M model turns that into visible probability differences.
 Measured on Gemma-3-270M Q4_K_M: batched vs one-at-a-time |ΔP| up to 0.066 (turning repacking off
-still gave 0.041, so no batch layout makes them equal); on an f32 model they agree to 1e-6.
+still gave 0.041, and a unified KV cache with multi-sequence tokens was no faster on 2 cores, so
+no batch layout we tried makes them equal); on an f32 model they agree to 1e-6.
 :data:`BATCH_TOLERANCE` states the bound that tests check. ``deterministic=True`` decodes one
 query at a time in a fixed chunking, so its scores are bit-identical whatever else is in the call
 (and equal to the one-at-a-time scores).
@@ -34,7 +35,6 @@ The llama-cpp-python API changed names over versions (``llama_kv_cache_seq_cp`` 
 
 from __future__ import annotations
 
-import ctypes
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -93,6 +93,7 @@ class Query:
 class Result:
     logits: np.ndarray | None = None  # logits at the verdict position, for the requested token ids
     text: str = ""  # generated text when Query.generate > 0
+    first: int | None = None  # greedy first token after the cue (starts the generation)
 
 
 @dataclass
@@ -330,7 +331,7 @@ class Engine:
                         for m in members:
                             results[m].logits = logits[want_ids].astype(np.float64)
                             if queries[m].generate:
-                                results[m].extra_first = int(np.argmax(logits))  # type: ignore[attr-defined]
+                                results[m].first = int(np.argmax(logits))
             self._generate(queries, results, seqs, pos)
         finally:
             for s in seqs:
@@ -340,7 +341,7 @@ class Engine:
         """Greedy continuation, one token per active sequence per decode (rationales)."""
         active = [i for i, q in enumerate(queries) if q.generate]
         out: dict[int, list[int]] = {i: [] for i in active}
-        nxt = {i: results[i].extra_first for i in active}  # type: ignore[attr-defined]
+        nxt = {i: results[i].first for i in active}
         eog = self._l.llama_vocab_is_eog
         while active:
             still = []
