@@ -1,0 +1,388 @@
+"""The watch app, and :func:`watch` — the entry point of ``minirft watch`` and ``minirft train --tui``.
+
+State flows one way: the tail worker buffers records → :class:`LogGrew` (coalesced) → the app folds
+them into its :class:`RunState` → widgets redraw from it. Reactive attributes hold what the user
+chose (step, follow, sort, filter, search); their ``watch_`` methods redraw the parts they affect.
+
+The app never writes to the run dir and never signals the trainer, with one exception the user
+asks for: when ``watch`` was given the training child process, quitting offers to stop it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, TextIO
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Footer, Input, Static
+from textual.worker import get_current_worker
+
+from minirft.tui.fmt import one_line
+from minirft.tui.run_state import RunState, Sample
+from minirft.tui.screens.detail import SampleScreen
+from minirft.tui.screens.help import HelpScreen
+from minirft.tui.screens.quit import QuitScreen
+from minirft.tui.tailer import LogGrew, LogTail, tail_loop
+from minirft.tui.widgets.events import EventsPane
+from minirft.tui.widgets.header import RunHeader
+from minirft.tui.widgets.plots import MetricPlot
+from minirft.tui.widgets.samples import FILTERS, SORTS, SamplesTable, select_rows
+
+
+def preview_text(s: Sample) -> Text:
+    """The highlighted sample's completion and rationale, wrapped, under the table."""
+    t = Text()
+    t.append("completion ", style="bold")
+    t.append(one_line(s.completion, 400))
+    t.append("\n")
+    if s.judge_error:
+        t.append("judge error ", style="bold red")
+        t.append(one_line(s.judge_error, 400))
+    else:
+        t.append("rationale ", style="bold")
+        t.append(one_line(s.rationale or "—", 400), style="italic")
+    return t
+
+
+class SearchBox(Input):
+    BINDINGS = [Binding("escape", "app.clear_search", "Clear search")]
+
+
+class WatchApp(App[str | None]):
+    """Live view of one run dir. ``exit`` result: ``"stop"`` / ``"leave"`` (child only) or None."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "minirft watch"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("p", "prev_step", "Prev"),
+        Binding("n", "next_step", "Next"),
+        Binding("l", "latest", "Latest"),
+        Binding("f", "toggle_follow", "Follow"),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("slash", "search", "Search"),
+        Binding("right_square_bracket", "next_match", "Next match", show=False),
+        Binding("left_square_bracket", "prev_match", "Prev match", show=False),
+        Binding("x", "cycle_filter", "Filter"),
+        Binding("g", "toggle_plots", "Charts"),
+        Binding("question_mark", "help", "Help"),
+    ]
+
+    view_step: reactive[int | None] = reactive(None, init=False)
+    follow: reactive[bool] = reactive(True, init=False)
+    sort_mode: reactive[str] = reactive(SORTS[0], init=False)
+    filter_mode: reactive[str] = reactive(FILTERS[0], init=False)
+    search_text: reactive[str] = reactive("", init=False)
+
+    def __init__(self, run_dir: str | Path, child: subprocess.Popen | None = None, *,
+                 clock: Callable[[], float] = time.time, poll_interval: float = 0.25) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.child = child
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.state = RunState(name=self.run_dir.name)
+        self.tail = LogTail(self.run_dir / "events.jsonl")
+        self.unseen_steps = 0
+        self.child_returncode: int | None = None
+        self.redraws = 0  # table+chart redraws, for tests of coalescing and the open-time benchmark
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        with Vertical(id="plots"):
+            for kind in ("reward", "rates", "kl_loss", "length"):
+                yield MetricPlot(kind, id=f"plot-{kind}")
+        with Horizontal(id="body"):
+            with Vertical(id="samples-box"):
+                yield SamplesTable(id="samples")
+                yield Static("", id="samples-empty")
+                yield Static("", id="preview")
+                yield SearchBox(placeholder="search prompt / completion / rationale — enter: keep, esc: clear",
+                                id="search")
+            yield EventsPane(id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#events", EventsPane).border_title = "events"
+        self._update_header()
+        self._update_box_title()
+        self.query_one(SamplesTable).focus()
+        self._tail_worker()
+        self.set_interval(1.0, self._tick)
+
+    @work(thread=True, exclusive=True, group="tail", exit_on_error=False)
+    def _tail_worker(self) -> None:
+        worker = get_current_worker()
+        tail_loop(self.tail, self.post_message, None, lambda: worker.is_cancelled, self.poll_interval)
+
+    # ------------------------------------------------------------------ new records
+    def on_log_grew(self, _: LogGrew) -> None:
+        records = self.tail.drain()
+        if not records:
+            return  # an earlier LogGrew already drained this burst
+        applied = self.state.apply(records)
+        if applied.events:
+            self.query_one(EventsPane).add(applied.events)
+        latest = self.state.latest_step
+        if self.follow:
+            if latest != self.view_step:
+                self.view_step = latest  # watcher redraws table and charts
+            else:
+                self._redraw(plots=bool(applied.new_steps), table=self.view_step in applied.new_samples)
+        else:
+            self.unseen_steps += len(applied.new_steps)
+        self._update_header()
+
+    def _tick(self) -> None:
+        """Once a second: the clock in the header moves, and a finished child is noticed."""
+        if self.child is not None and self.child_returncode is None:
+            rc = self.child.poll()
+            if rc is not None:
+                self.child_returncode = rc
+                self.tail.poll()  # the child's last records, before judging how it ended
+                self.on_log_grew(LogGrew())
+                if self.state.run_end is None:
+                    self.query_one(EventsPane).add([self._crash_note(rc)])
+        self._update_header()
+
+    def _crash_note(self, rc: int) -> dict:
+        log = self.run_dir / "train.log"
+        tail = ""
+        if log.exists():
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            tail = " | ".join(one_line(ln, 200) for ln in lines[-3:])
+        msg = f"trainer exited with code {rc} without a run_end" + (f"; train.log: {tail}" if tail else "")
+        return {"type": "event", "kind": "crash", "step": self.state.latest_step or 0, "message": msg}
+
+    # ------------------------------------------------------------------ drawing
+    def _update_header(self) -> None:
+        self.query_one(RunHeader).show(self.state, self.clock(), view_step=self.view_step, follow=self.follow,
+                                       unseen_steps=self.unseen_steps, child_returncode=self.child_returncode)
+
+    def _redraw(self, plots: bool = True, table: bool = True) -> None:
+        self.redraws += 1
+        if plots and self.query_one("#plots").display:
+            for plot in self.query(MetricPlot):
+                plot.draw(self.state, self.view_step)
+        if table:
+            self._draw_table()
+        self._update_box_title()
+
+    def _current_rows(self):
+        rows = self.state.samples.get(self.view_step, []) if self.view_step is not None else []
+        return select_rows(rows, self.sort_mode, self.filter_mode, self.search_text)
+
+    def _draw_table(self) -> None:
+        table = self.query_one(SamplesTable)
+        rows = self._current_rows()
+        table.show(rows, self.state.criteria_names(self.view_step))
+        if not rows:
+            self.query_one("#preview", Static).update("")
+        empty = self.query_one("#samples-empty", Static)
+        total = len(self.state.samples.get(self.view_step, [])) if self.view_step is not None else 0
+        if not rows:
+            if self.view_step is None:
+                msg = f"waiting for records in {self.run_dir / 'events.jsonl'} …"
+            elif total:
+                msg = f"none of this step's {total} samples match (filter: {self.filter_mode}, search: {self.search_text!r})"
+            else:
+                msg = f"no samples were logged for step {self.view_step}"
+            empty.update(msg)
+        empty.display = not rows
+
+    def _update_box_title(self) -> None:
+        box = self.query_one("#samples-box")
+        if self.view_step is None:
+            box.border_title = "samples"
+            return
+        total = len(self.state.samples.get(self.view_step, []))
+        parts = [f"step {self.view_step}", f"{len(self.query_one(SamplesTable).shown)}/{total} samples"]
+        if self.sort_mode != SORTS[0]:
+            parts.append(f"sort {self.sort_mode}")
+        if self.filter_mode != FILTERS[0]:
+            parts.append(f"filter: {self.filter_mode}")
+        if self.search_text:
+            n = sum(1 for rows in self.state.samples.values() if any(s.matches(self.search_text) for s in rows))
+            parts.append(f"search {self.search_text!r}: {n} steps match, ] [ to jump")
+        box.border_title = " · ".join(parts)
+
+    # ------------------------------------------------------------------ reactive watchers
+    def watch_view_step(self) -> None:
+        self._redraw()
+        self._update_header()
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self.unseen_steps = 0
+            if self.state.latest_step != self.view_step:
+                self.view_step = self.state.latest_step
+            else:
+                self._redraw()
+        self._update_header()
+
+    def watch_sort_mode(self) -> None:
+        self._redraw(plots=False)
+
+    def watch_filter_mode(self) -> None:
+        self._redraw(plots=False)
+
+    def watch_search_text(self) -> None:
+        self._redraw(plots=False)
+
+    # ------------------------------------------------------------------ actions
+    def _go(self, step: int | None) -> None:
+        if step is None:
+            return
+        self.follow = False
+        self.view_step = step
+
+    def action_prev_step(self) -> None:
+        steps = self.state.steps()
+        if steps and self.view_step is not None:
+            i = bisect.bisect_left(steps, self.view_step)
+            self._go(steps[max(0, i - 1)])
+
+    def action_next_step(self) -> None:
+        steps = self.state.steps()
+        if steps and self.view_step is not None:
+            i = bisect.bisect_right(steps, self.view_step)
+            self._go(steps[min(len(steps) - 1, i)])
+
+    def action_latest(self) -> None:
+        self.follow = True
+        self.view_step = self.state.latest_step
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+
+    def action_cycle_sort(self) -> None:
+        self.sort_mode = SORTS[(SORTS.index(self.sort_mode) + 1) % len(SORTS)]
+
+    def action_cycle_filter(self) -> None:
+        self.filter_mode = FILTERS[(FILTERS.index(self.filter_mode) + 1) % len(FILTERS)]
+
+    def action_search(self) -> None:
+        box = self.query_one("#search", SearchBox)
+        box.add_class("visible")
+        box.focus()
+
+    def action_clear_search(self) -> None:
+        box = self.query_one("#search", SearchBox)
+        box.value = ""
+        box.remove_class("visible")
+        self.search_text = ""
+        self.query_one(SamplesTable).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.search_text = event.value.strip()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.search_text = event.value.strip()
+        if not self.search_text:
+            self.query_one("#search", SearchBox).remove_class("visible")
+        self.query_one(SamplesTable).focus()
+
+    def _match_step(self, forward: bool) -> int | None:
+        if not self.search_text or self.view_step is None:
+            return None
+        steps = [s for s in self.state.steps() if any(x.matches(self.search_text) for x in self.state.samples.get(s, []))]
+        if forward:
+            later = [s for s in steps if s > self.view_step]
+            return later[0] if later else None
+        earlier = [s for s in steps if s < self.view_step]
+        return earlier[-1] if earlier else None
+
+    def action_next_match(self) -> None:
+        step = self._match_step(True)
+        if step is None:
+            self.notify("no later step matches", timeout=2)
+        self._go(step)
+
+    def action_prev_match(self) -> None:
+        step = self._match_step(False)
+        if step is None:
+            self.notify("no earlier step matches", timeout=2)
+        self._go(step)
+
+    def action_toggle_plots(self) -> None:
+        plots = self.query_one("#plots")
+        plots.display = not plots.display
+        if plots.display:
+            self._redraw(table=False)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def on_data_table_row_highlighted(self, event: SamplesTable.RowHighlighted) -> None:
+        table = self.query_one(SamplesTable)
+        preview = self.query_one("#preview", Static)
+        if 0 <= event.cursor_row < len(table.shown):
+            preview.update(preview_text(table.shown[event.cursor_row]))
+        else:
+            preview.update("")
+
+    def on_data_table_row_selected(self, event: SamplesTable.RowSelected) -> None:
+        table = self.query_one(SamplesTable)
+        if 0 <= event.cursor_row < len(table.shown):
+            self.push_screen(SampleScreen(table.shown[event.cursor_row]))
+
+    async def action_quit(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            self.push_screen(QuitScreen(self.child.pid), self._after_quit_choice)
+        else:
+            self.exit(None)
+
+    def _after_quit_choice(self, choice: str | None) -> None:
+        if choice in ("stop", "leave"):
+            self.exit(choice)
+
+
+# ---------------------------------------------------------------------------- entry point
+def stop_child(child: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGTERM (the trainer can write its run_end and a checkpoint), then SIGKILL after ``timeout``."""
+    child.terminate()
+    try:
+        return child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait()
+
+
+def after_exit(run_dir: Path, child: subprocess.Popen | None, choice: str | None, out: TextIO) -> None:
+    """What happens to training once the UI is gone, said in words the user can act on."""
+    reattach = f"minirft watch {run_dir}"
+    if child is None:
+        return
+    if child.poll() is not None:
+        print(f"Training exited with code {child.returncode}. Review the run with: {reattach}", file=out)
+    elif choice == "stop":
+        rc = stop_child(child)
+        print(f"Stopped training (pid {child.pid}, exit code {rc}). Review the run with: {reattach}", file=out)
+    else:  # "leave", or the UI itself failed: never kill training because the viewer went away
+        print(f"Training continues in the background (pid {child.pid}); its output goes to "
+              f"{run_dir / 'train.log'}.\nRe-attach with: {reattach}", file=out)
+
+
+def watch(run_dir: Path, child: subprocess.Popen | None = None) -> None:
+    """Show the run in the terminal until the user quits; see the module docstring."""
+    run_dir = Path(run_dir)
+    if not sys.stdout.isatty():
+        # No terminal to draw on: print one line per step until the run (or the child) ends.
+        from minirft.tui.plain import print_run
+
+        alive = (lambda: child.poll() is None) if child is not None else None
+        print_run(run_dir / "events.jsonl", sys.stdout, follow=True, alive=alive)
+        return
+    choice = WatchApp(run_dir, child=child).run()
+    after_exit(run_dir, child, choice, sys.stderr)

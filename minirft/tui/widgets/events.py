@@ -1,0 +1,35 @@
+"""The events pane: checkpoints, NaN skips, judge errors, warnings, resumes and the run's end."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+KIND_STYLE = {
+    "checkpoint": "cyan", "nan_skip": "bold yellow", "judge_error": "bold red", "warning": "yellow",
+    "resume": "magenta", "run_finished": "bold cyan", "run_stopped": "bold yellow", "run_failed": "bold red",
+    "crash": "bold red",
+}
+
+
+def event_text(rec: dict) -> Text:
+    kind = str(rec.get("kind", "event"))
+    t = Text()
+    t.append(f"{rec.get('step', 0):>5} ", style="dim")
+    t.append(kind, style=KIND_STYLE.get(kind, "bold"))
+    t.append(" " + str(rec.get("message", "")))
+    return t
+
+
+class EventsPane(RichLog):
+    """Append-only, like the log it mirrors."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_lines=2000, wrap=True, markup=False, min_width=20, **kwargs)
+        self.count = 0
+
+    def add(self, records: list[dict]) -> None:
+        for rec in records:
+            self.write(event_text(rec))
+            self.count += 1
+        self.border_subtitle = f"{self.count}"
