@@ -62,6 +62,7 @@ class WatchApp(App[str | None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "minirft watch"
+    MIN_REDRAW_S = 0.3
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
@@ -96,6 +97,9 @@ class WatchApp(App[str | None]):
         self.unseen_steps = 0
         self.child_returncode: int | None = None
         self.redraws = 0  # table+chart redraws, for tests of coalescing and the open-time benchmark
+        self._pending_plots = self._pending_table = False
+        self._redraw_timer = None
+        self._last_redraw = float("-inf")
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -136,13 +140,39 @@ class WatchApp(App[str | None]):
             self.query_one(EventsPane).add(applied.events)
         latest = self.state.latest_step
         if self.follow:
-            if latest != self.view_step:
-                self.view_step = latest  # watcher redraws table and charts
-            else:
-                self._redraw(plots=bool(applied.new_steps), table=self.view_step in applied.new_samples)
+            moved = latest != self.view_step
+            if moved:
+                self.set_reactive(WatchApp.view_step, latest)  # no watcher: the throttled redraw below
+            self._request_redraw(plots=moved or bool(applied.new_steps),
+                                 table=moved or self.view_step in applied.new_samples)
         else:
             self.unseen_steps += len(applied.new_steps)
         self._update_header()
+
+    def _request_redraw(self, plots: bool, table: bool) -> None:
+        """Redraw for new records at most every ``MIN_REDRAW_S``: a fast stream costs a few redraws
+        a second, not one per record (keys the user presses still redraw at once)."""
+        self._pending_plots |= plots
+        self._pending_table |= table
+        if not (self._pending_plots or self._pending_table) or self._redraw_timer is not None:
+            return
+        wait = self.MIN_REDRAW_S - (time.monotonic() - self._last_redraw)
+        if wait <= 0:
+            self._flush_redraw()
+        else:
+            self._redraw_timer = self.set_timer(wait, self._flush_redraw)
+
+    def _flush_redraw(self) -> None:
+        self._redraw_timer = None
+        plots, table = self._pending_plots, self._pending_table
+        self._pending_plots = self._pending_table = False
+        if plots or table:
+            self._redraw(plots=plots, table=table)
+            self._update_header()
+
+    @property
+    def redraw_pending(self) -> bool:
+        return self._pending_plots or self._pending_table
 
     def _tick(self) -> None:
         """Once a second: the clock in the header moves, and a finished child is noticed."""
@@ -172,6 +202,7 @@ class WatchApp(App[str | None]):
 
     def _redraw(self, plots: bool = True, table: bool = True) -> None:
         self.redraws += 1
+        self._last_redraw = time.monotonic()
         if plots and self.query_one("#plots").display:
             for plot in self.query(MetricPlot):
                 plot.draw(self.state, self.view_step)

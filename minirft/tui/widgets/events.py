@@ -26,10 +26,10 @@ class EventsPane(RichLog):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(max_lines=2000, wrap=True, markup=False, min_width=20, **kwargs)
-        self.count = 0
+        self.records: list[dict] = []  # what was written, unwrapped (tests read it)
 
     def add(self, records: list[dict]) -> None:
         for rec in records:
             self.write(event_text(rec))
-            self.count += 1
-        self.border_subtitle = f"{self.count}"
+            self.records.append(rec)
+        self.border_subtitle = f"{len(self.records)}"

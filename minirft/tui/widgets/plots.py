@@ -6,6 +6,7 @@ vertical marker at the step being viewed.
 
 from __future__ import annotations
 
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from minirft.tui.run_state import RunState
@@ -24,6 +25,16 @@ class MetricPlot(PlotextPlot):
     def __init__(self, kind: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.kind = kind
+        self._version = 0  # bumped by draw(); the rendered chart is reused until data or size change
+        self._cached: tuple[tuple, RenderResult] | None = None
+
+    def render(self) -> RenderResult:
+        # Building a plotext chart is the costliest thing on screen; Textual re-renders widgets
+        # on unrelated changes (a modal opening, the header ticking), so keep the last build.
+        key = (self._version, self.size, self.app.theme)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, super().render())
+        return self._cached[1]
 
     def draw(self, state: RunState, view_step: int | None) -> None:
         plt = self.plt
@@ -32,6 +43,7 @@ class MetricPlot(PlotextPlot):
         getattr(self, f"_draw_{self.kind}")(state)
         if view_step is not None and state.metrics:
             plt.vline(view_step, "gray")
+        self._version += 1
         self.refresh()
 
     def _draw_reward(self, state: RunState) -> None:
