@@ -70,7 +70,7 @@ async def test_step_navigation_and_follow_toggle():
         assert app.view_step == 27 and app.follow is False
         assert [c[1] for c in _cells(app.query_one(SamplesTable))] == [
             f"{r['reward']:.3f}" for r in _log_samples(FINISHED, 27)]
-        assert "step 27 ·" in screen_text(app) and "frozen" in screen_text(app)
+        assert "step 27 (of 30, frozen)" in screen_text(app) and "❚❚ frozen" in screen_text(app)
         await pilot.press("right", "n")
         assert app.view_step == 29
         await pilot.press("n", "n")  # the last step stays the last
@@ -196,7 +196,7 @@ async def test_a_silent_log_without_run_end_reads_as_crashed():
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.view_step == 12)
         text = screen_text(app)
-        assert "crashed (no run_end, silent for 1h00m)" in text and "ETA —" in text
+        assert "crashed (no run_end, silent 1h00m)" in text and "ETA —" in text
 
 
 def _live_child(run_dir, steps=200, delay=0.3):
@@ -244,7 +244,7 @@ async def test_a_child_that_dies_without_run_end_shows_as_crashed(tmp_path):
         await wait_for(pilot, lambda: app.child_returncode is not None, timeout=15)
         await pilot.pause(0.05)
         text = screen_text(app)
-        assert "crashed (trainer exited with code 3" in text and "step 2/2" in text
+        assert "crashed (trainer exited 3, no run_end)" in text and "step 2/2" in text
         notes = [e["message"] for e in app.query_one(EventsPane).records if e["kind"] == "crash"]
         assert len(notes) == 1 and "out of memory" in notes[0]  # the tail of train.log
         assert "crash trainer exited with" in text

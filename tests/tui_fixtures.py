@@ -69,4 +69,5 @@ def check_snapshot(name: str, text: str) -> None:
             raise AssertionError(f"snapshot {path} did not exist; written now, review and commit it")
         return
     expected = path.read_text(encoding="utf-8").rstrip("\n")
+    text = text.rstrip("\n")
     assert text == expected, f"screen differs from {path} (MINIRFT_UPDATE_SNAPSHOTS=1 to accept):\n{text}"

@@ -197,7 +197,7 @@ class WatchApp(App[str | None]):
 
     # ------------------------------------------------------------------ drawing
     def _update_header(self) -> None:
-        self.query_one(RunHeader).show(self.state, self.clock(), view_step=self.view_step, follow=self.follow,
+        self.query_one(RunHeader).show(self.state, self.clock(), follow=self.follow,
                                        unseen_steps=self.unseen_steps, child_returncode=self.child_returncode)
 
     def _redraw(self, plots: bool = True, table: bool = True) -> None:
@@ -238,7 +238,10 @@ class WatchApp(App[str | None]):
             box.border_title = "samples"
             return
         total = len(self.state.samples.get(self.view_step, []))
-        parts = [f"step {self.view_step}", f"{len(self.query_one(SamplesTable).shown)}/{total} samples"]
+        latest = self.state.latest_step
+        where = "latest" if self.view_step == latest else f"of {latest}"
+        parts = [f"step {self.view_step} ({where}{'' if self.follow else ', frozen'})",
+                 f"{len(self.query_one(SamplesTable).shown)}/{total} samples"]
         if self.sort_mode != SORTS[0]:
             parts.append(f"sort {self.sort_mode}")
         if self.filter_mode != FILTERS[0]:

@@ -24,13 +24,13 @@ def progress_bar(done: int, total: int | None, width: int = 12) -> str:
 class RunHeader(Static):
     """Rendered by :meth:`show`; the app calls it on new records and once a second for the clock."""
 
-    def show(self, state: RunState, now: float, *, view_step: int | None, follow: bool,
+    def show(self, state: RunState, now: float, *, follow: bool,
              unseen_steps: int = 0, child_returncode: int | None = None) -> None:
-        self.update(render_header(state, now, view_step=view_step, follow=follow,
+        self.update(render_header(state, now, follow=follow,
                                   unseen_steps=unseen_steps, child_returncode=child_returncode))
 
 
-def render_header(state: RunState, now: float, *, view_step: int | None, follow: bool,
+def render_header(state: RunState, now: float, *, follow: bool,
                   unseen_steps: int = 0, child_returncode: int | None = None) -> Text:
     st = state.state(now, child_returncode)
     top = Text()
@@ -49,27 +49,25 @@ def render_header(state: RunState, now: float, *, view_step: int | None, follow:
     line.append(f"{done}/{total}" if total else str(done), style="bold")
     if total:
         line.append(f" {progress_bar(done, total)} {100 * done // total}%")
-    line.append("   ")
+    line.append("  ")
     label = st
     if st == "crashed":
         if child_returncode is not None:
-            label = f"crashed (trainer exited with code {child_returncode}, no run_end)"
+            label = f"crashed (trainer exited {child_returncode}, no run_end)"
         else:
-            label = f"crashed (no run_end, silent for {duration(state.silent_for(now))})"
+            label = f"crashed (no run_end, silent {duration(state.silent_for(now))})"
     line.append(f"● {label}", style=STATE_STYLE.get(st, "bold"))
-    line.append("   elapsed ", style="dim")
+    line.append("  elapsed ", style="dim")
     line.append(duration(state.elapsed(now, child_returncode)))
     eta = state.eta(now) if st == "running" else None
-    line.append("   ETA ", style="dim")
+    line.append("  ETA ", style="dim")
     line.append(duration(eta))
-    line.append("   ", style="dim")
+    line.append("  ", style="dim")
     line.append(f"{num(state.latest_metrics().get('tokens_per_s'), 0)} tok/s")
-    line.append("   viewing step ", style="dim")
-    line.append("—" if view_step is None else str(view_step), style="bold")
     if follow:
-        line.append(" · following", style="green")
+        line.append("   ▶ following", style="green")
     else:
-        line.append(" · frozen (f to follow)", style="yellow")
+        line.append("   ❚❚ frozen", style="bold yellow")
         if unseen_steps:
-            line.append(f" · {unseen_steps} new step{'s' * (unseen_steps != 1)}", style="bold yellow")
+            line.append(f", {unseen_steps} new step{'s' * (unseen_steps != 1)}", style="bold yellow")
     return Text("\n").join([top, line])
