@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from minirft.tui.app import WatchApp
-from tui_fixtures import CRASHED, FINISHED, check_snapshot, last_time, screen_text, wait_for
+from tui_fixtures import CRASHED, FINISHED, check_snapshot, last_time, settled_screen_text, wait_for
 
 SIZE = (120, 36)
 pytestmark = pytest.mark.anyio
@@ -29,7 +29,7 @@ async def test_snapshot_finished_run_latest_step():
     app = _app(FINISHED, last_time(FINISHED) + 60)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.state.run_end is not None and app.view_step == 30)
-        check_snapshot("finished_latest", screen_text(app))
+        check_snapshot("finished_latest", await settled_screen_text(pilot))
 
 
 async def test_snapshot_crashed_run_frozen_on_an_earlier_step_sorted():
@@ -37,7 +37,7 @@ async def test_snapshot_crashed_run_frozen_on_an_earlier_step_sorted():
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.view_step == 12)
         await pilot.press("p", "p", "s")
-        check_snapshot("crashed_step10_sorted", screen_text(app))
+        check_snapshot("crashed_step10_sorted", await settled_screen_text(pilot))
 
 
 async def test_snapshot_sample_detail_with_judge_error():
@@ -47,4 +47,4 @@ async def test_snapshot_sample_detail_with_judge_error():
         app.follow = False
         app.view_step = 22  # the fixture's judge-error step
         await pilot.press("x", "x", "enter")
-        check_snapshot("detail_judge_error", screen_text(app))
+        check_snapshot("detail_judge_error", await settled_screen_text(pilot))

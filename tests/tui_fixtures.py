@@ -59,6 +59,18 @@ def screen_text(app) -> str:
     return "\n".join(line.rstrip() for line in console.export_text().splitlines())
 
 
+async def settled_screen_text(pilot, tries: int = 40) -> str:
+    """The screen once two captures 50 ms apart agree (no render still in flight)."""
+    before = screen_text(pilot.app)
+    for _ in range(tries):
+        await pilot.pause(0.05)
+        now = screen_text(pilot.app)
+        if now == before:
+            return now
+        before = now
+    return before
+
+
 def check_snapshot(name: str, text: str) -> None:
     """Compare with ``fixtures/tui_snapshots/NAME.txt``; MINIRFT_UPDATE_SNAPSHOTS=1 rewrites it."""
     path = SNAPSHOTS / f"{name}.txt"
