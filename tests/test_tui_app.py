@@ -117,7 +117,7 @@ async def test_sort_filter_and_search():
         await pilot.press("right_square_bracket", "left_square_bracket")
         assert app.view_step == next(s for s in matching if s > 1)
         await pilot.press("slash", "escape")
-        assert app.search_text == "" and table.row_count == len(app.state.samples[app.view_step])
+        assert app.search_text == "" and table.row_count == app.state.sample_count(app.view_step)
 
 
 async def test_judge_error_filter_and_detail_panel():
@@ -170,7 +170,7 @@ async def test_sees_records_appended_while_running_and_waits_for_partial_lines(t
             fh.write(partial[:25])  # a record cut mid-line: must not show up yet
         await wait_for(pilot, lambda: app.state.steps_done == 13)
         await pilot.pause(0.1)
-        assert app.view_step == 13 and 14 not in app.state.samples
+        assert app.view_step == 13 and app.state.sample_count(14) == 0
         new = [json.loads(ln) for ln in by_step(13) if json.loads(ln)["type"] == "sample"]
         assert [c[1] for c in _cells(app.query_one(SamplesTable))] == [f"{r['reward']:.3f}" for r in new]
         assert "step 13/30" in screen_text(app)

@@ -46,11 +46,13 @@ def test_state_matches_the_log():
     assert len(st.series("loss")[0]) == 29
     assert st.metric_names("criteria/") == ["criteria/polite", "criteria/answers_question", "criteria/concise"]
     last = [r for r in recs if r["type"] == "sample" and r["step"] == 30]
-    assert [(s.group, s.index, s.reward, s.advantage, s.rationale) for s in st.samples[30]] == [
+    assert [(s.group, s.index, s.reward, s.advantage, s.rationale) for s in st.samples_for(30)] == [
         (r["group"], r["index"], r["reward"], r["advantage"], r["rationale"]) for r in last]
     kinds = [e["kind"] for e in st.events]
     assert kinds.count("checkpoint") == 3 and "nan_skip" in kinds and "judge_error" in kinds
     assert kinds[-1] == "run_finished"
+    assert st.steps_matching("IGNORE THE RUBRIC") == sorted(
+        {r["step"] for r in recs if r["type"] == "sample" and "ignore the rubric" in r["completion"].lower()})
 
 
 def test_state_finished_crashed_running_and_clock():
@@ -70,11 +72,11 @@ def test_state_finished_crashed_running_and_clock():
 
 def test_zero_variance_groups_and_judge_errors_are_marked():
     st = _state(FINISHED)
-    for step, rows in st.samples.items():
+    for rows in map(st.samples_for, st.steps()):
         for s in rows:
             group = [r.reward for r in rows if r.group == s.group]
             assert s.zero_variance == (max(group) == min(group))
-    errors = [s for rows in st.samples.values() for s in rows if s.judge_error]
+    errors = [s for step in st.steps() for s in st.samples_for(step) if s.judge_error]
     assert len(errors) == 1 and errors[0].rationale is None and errors[0].criteria == {}
 
 
@@ -94,7 +96,7 @@ def test_resume_replaces_repeated_steps_and_clears_an_old_run_end():
     assert st.state(0) == "stopped"
     st.apply([again] + redo)
     assert st.run_end is None and st.metrics[5]["reward"] == 0.999
-    assert len(st.samples[5]) == 4 and {s.reward for s in st.samples[5]} == {0.5}
+    assert len(st.samples_for(5)) == 4 and {s.reward for s in st.samples_for(5)} == {0.5}
     assert st.events[-1]["kind"] == "resume" and "step 4" in st.events[-1]["message"]
 
 

@@ -211,8 +211,7 @@ class WatchApp(App[str | None]):
         self._update_box_title()
 
     def _current_rows(self):
-        rows = self.state.samples.get(self.view_step, []) if self.view_step is not None else []
-        return select_rows(rows, self.sort_mode, self.filter_mode, self.search_text)
+        return select_rows(self.state.samples_for(self.view_step), self.sort_mode, self.filter_mode, self.search_text)
 
     def _draw_table(self) -> None:
         table = self.query_one(SamplesTable)
@@ -221,7 +220,7 @@ class WatchApp(App[str | None]):
         if not rows:
             self.query_one("#preview", Static).update("")
         empty = self.query_one("#samples-empty", Static)
-        total = len(self.state.samples.get(self.view_step, [])) if self.view_step is not None else 0
+        total = self.state.sample_count(self.view_step)
         if not rows:
             if self.view_step is None:
                 msg = f"waiting for records in {self.run_dir / 'events.jsonl'} …"
@@ -237,7 +236,7 @@ class WatchApp(App[str | None]):
         if self.view_step is None:
             box.border_title = "samples"
             return
-        total = len(self.state.samples.get(self.view_step, []))
+        total = self.state.sample_count(self.view_step)
         latest = self.state.latest_step
         where = "latest" if self.view_step == latest else f"of {latest}"
         parts = [f"step {self.view_step} ({where}{'' if self.follow else ', frozen'})",
@@ -247,7 +246,7 @@ class WatchApp(App[str | None]):
         if self.filter_mode != FILTERS[0]:
             parts.append(f"filter: {self.filter_mode}")
         if self.search_text:
-            n = sum(1 for rows in self.state.samples.values() if any(s.matches(self.search_text) for s in rows))
+            n = len(self.state.steps_matching(self.search_text))
             parts.append(f"search {self.search_text!r}: {n} steps match, ] [ to jump")
         box.border_title = " · ".join(parts)
 
@@ -330,7 +329,7 @@ class WatchApp(App[str | None]):
     def _match_step(self, forward: bool) -> int | None:
         if not self.search_text or self.view_step is None:
             return None
-        steps = [s for s in self.state.steps() if any(x.matches(self.search_text) for x in self.state.samples.get(s, []))]
+        steps = self.state.steps_matching(self.search_text)
         if forward:
             later = [s for s in steps if s > self.view_step]
             return later[0] if later else None

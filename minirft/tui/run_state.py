@@ -62,6 +62,14 @@ class Sample:
         return any(q in t.lower() for t in (self.prompt, self.completion, self.rationale or "", self.judge_error or ""))
 
 
+SEARCHED = ("prompt", "completion", "rationale", "judge_error")
+
+
+def record_matches(rec: dict, q: str) -> bool:
+    """:meth:`Sample.matches` on a raw record (``q`` lower-cased), without building the Sample."""
+    return any(isinstance(rec.get(k), str) and q in rec[k].lower() for k in SEARCHED)
+
+
 @dataclass
 class Applied:
     """What one batch of records changed, so the app redraws only what it must."""
@@ -84,7 +92,14 @@ class RunState:
         self.run_end: dict | None = None
         self.metrics: dict[int, dict[str, Any]] = {}
         self.step_time: dict[int, float] = {}
-        self.samples: dict[int, list[Sample]] = {}
+        # Sample records stay raw until a step is viewed: opening a long run builds only what is shown.
+        self._raw_samples: dict[int, list[dict]] = {}
+        self._sample_pos: dict[int, dict[tuple, int]] = {}
+        self._rows: dict[int, list[Sample]] = {}
+        self._metric_steps: list[int] | None = []
+        self._metrics_version = 0  # bumped on every step record; keys the series cache
+        self._series_cache: dict[str, tuple[int, list[int], list[float]]] = {}
+        self._match_cache: tuple[str, int, list[int]] | None = None
         self.events: list[dict] = []  # `event` records plus run_start / run_end notes, in log order
         self.first_time: float | None = None
         self.last_time: float | None = None
@@ -96,9 +111,8 @@ class RunState:
         out = Applied()
         for rec in records:
             self._apply_one(rec, out)
-        # Groups are judged zero-variance once all their samples are in; recompute touched steps.
         for step in out.new_samples:
-            _mark_zero_variance(self.samples[step])
+            self._rows.pop(step, None)  # rebuilt (and zero-variance re-judged) when next viewed
         return out
 
     def _apply_one(self, rec: dict, out: Applied) -> None:
@@ -112,22 +126,27 @@ class RunState:
             self.first_time = t if self.first_time is None else min(self.first_time, t)
             self.last_time = t if self.last_time is None else max(self.last_time, t)
         if kind == "step":
+            if step not in self.metrics:
+                self._metric_steps = None
             self.metrics[step] = dict(rec.get("metrics") or {})
+            self._metrics_version += 1
             if t is not None:
                 self.step_time[step] = t
             self._steps_sorted = None
             out.new_steps.add(step)
         elif kind == "sample":
-            rows = self.samples.setdefault(step, [])
-            sample = Sample.from_record(rec)
+            rows = self._raw_samples.get(step)
+            if rows is None:
+                rows = self._raw_samples[step] = []
+                self._sample_pos[step] = {}
+                self._steps_sorted = None
             # A resumed run logs a step again: replace the row with the same (group, index).
-            for i, old in enumerate(rows):
-                if (old.group, old.index) == (sample.group, sample.index):
-                    rows[i] = sample
-                    break
+            pos, key = self._sample_pos[step], (rec.get("group"), rec.get("index"))
+            if key in pos:
+                rows[pos[key]] = rec
             else:
-                rows.append(sample)
-            self._steps_sorted = None
+                pos[key] = len(rows)
+                rows.append(rec)
             out.new_samples.add(step)
         elif kind == "event":
             self.events.append(rec)
@@ -180,8 +199,30 @@ class RunState:
     def steps(self) -> list[int]:
         """Every step that has metrics or samples, ascending."""
         if self._steps_sorted is None:
-            self._steps_sorted = sorted(set(self.metrics) | set(self.samples))
+            self._steps_sorted = sorted(set(self.metrics) | set(self._raw_samples))
         return self._steps_sorted
+
+    def samples_for(self, step: int | None) -> list[Sample]:
+        """The samples logged for a step, in log order, with zero-variance groups marked."""
+        if step is None or step not in self._raw_samples:
+            return []
+        rows = self._rows.get(step)
+        if rows is None:
+            rows = self._rows[step] = [Sample.from_record(r) for r in self._raw_samples[step]]
+            _mark_zero_variance(rows)
+        return rows
+
+    def sample_count(self, step: int | None) -> int:
+        return len(self._raw_samples.get(step, ())) if step is not None else 0
+
+    def steps_matching(self, query: str) -> list[int]:
+        """Steps with at least one sample whose texts contain ``query`` (case-insensitive)."""
+        q = query.lower()
+        if self._match_cache and self._match_cache[:2] == (q, self.records):
+            return self._match_cache[2]
+        found = [s for s in self.steps() if any(record_matches(r, q) for r in self._raw_samples.get(s, ()))]
+        self._match_cache = (q, self.records, found)
+        return found
 
     @property
     def latest_step(self) -> int | None:
@@ -197,12 +238,18 @@ class RunState:
 
     def series(self, name: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one metric over every step that logged it as a number."""
+        cached = self._series_cache.get(name)
+        if cached and cached[0] == self._metrics_version:
+            return cached[1], cached[2]
+        if self._metric_steps is None:
+            self._metric_steps = sorted(self.metrics)
         xs, ys = [], []
-        for s in sorted(self.metrics):
+        for s in self._metric_steps:
             v = _num(self.metrics[s].get(name))
             if v is not None:
                 xs.append(s)
                 ys.append(v)
+        self._series_cache[name] = (self._metrics_version, xs, ys)
         return xs, ys
 
     def metric_names(self, prefix: str) -> list[str]:
@@ -216,8 +263,7 @@ class RunState:
 
     def criteria_names(self, step: int | None = None) -> list[str]:
         seen: dict[str, None] = {}
-        rows = self.samples.get(step, []) if step is not None else [s for v in self.samples.values() for s in v]
-        for s in rows:
+        for s in self.samples_for(step):
             for k in s.criteria:
                 seen.setdefault(k, None)
         return list(seen)
