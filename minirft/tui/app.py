@@ -120,6 +120,7 @@ class WatchApp(App[str | None]):
     def on_mount(self) -> None:
         self.query_one("#events", EventsPane).border_title = "events"
         self._update_header()
+        self._draw_table()  # says what it is waiting for until the first records arrive
         self._update_box_title()
         self.query_one(SamplesTable).focus()
         self._tail_worker()
@@ -230,6 +231,9 @@ class WatchApp(App[str | None]):
                 msg = f"no samples were logged for step {self.view_step}"
             empty.update(msg)
         empty.display = not rows
+        table.display = bool(rows)  # an empty table's header row would push the message out of sight
+        if rows and self.focused is None:
+            table.focus()
 
     def _update_box_title(self) -> None:
         box = self.query_one("#samples-box")

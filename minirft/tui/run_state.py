@@ -7,8 +7,9 @@ never looks at the clock itself — callers pass ``now`` — which keeps tests a
 Rules that are easy to get wrong, stated once here:
 
 - A step is "done" when its ``step`` record arrives; samples may come before or after it.
-- A resumed run appends a second ``run_start`` (``resumed_from`` set): later records for the same
-  step replace earlier ones, and a ``run_end`` from before the resume no longer counts.
+- A resumed run appends a second ``run_start`` (``resumed_from`` set) and a ``resume`` event:
+  later records for the same step replace earlier ones, and a ``run_end`` from before the resume
+  no longer counts.
 - State without ``run_end``: *running* while records keep arriving; *crashed* when the training
   child has exited, or when the log has been silent far longer than a step takes.
 """
@@ -154,13 +155,8 @@ class RunState:
         elif kind == "run_start":
             if self.run_start is None:
                 self.run_start = rec
-            else:
-                note = {**rec, "type": "event", "kind": "resume",
-                        "message": f"training resumed from step {rec.get('resumed_from')}"}
-                self.events.append(note)
-                out.events.append(note)
-                if rec.get("total_steps"):
-                    self.run_start = {**self.run_start, "total_steps": rec["total_steps"]}
+            elif rec.get("total_steps"):  # a resume (the trainer logs its own `resume` event) may extend the run
+                self.run_start = {**self.run_start, "total_steps": rec["total_steps"]}
             self.run_end = None
             out.header = True
         elif kind == "run_end":

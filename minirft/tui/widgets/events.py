@@ -15,7 +15,9 @@ KIND_STYLE = {
 def event_text(rec: dict) -> Text:
     kind = str(rec.get("kind", "event"))
     t = Text()
-    t.append(f"{rec.get('step', 0):>5} ", style="dim")
+    step = rec.get("step")
+    # the trainer logs a failed run's run_end at step -1: show no step rather than a wrong one
+    t.append(f"{step:>5} " if isinstance(step, int) and step >= 0 else "    — ", style="dim")
     t.append(kind, style=KIND_STYLE.get(kind, "bold"))
     t.append(" " + str(rec.get("message", "")))
     return t

@@ -38,7 +38,10 @@ def render_header(state: RunState, now: float, *, follow: bool,
     top.append("  policy ", style="dim")
     top.append(state.policy_model, style="bold")
     top.append("  judge ", style="dim")
-    top.append(state.judge_model or "none (rule rewards only)", style="bold")
+    if state.run_start is None:
+        top.append("?", style="bold")
+    else:
+        top.append(state.judge_model or "none (rule rewards only)", style="bold")
     if state.run_start and state.run_start.get("device"):
         top.append("  on ", style="dim")
         top.append(str(state.run_start["device"]))
@@ -56,6 +59,8 @@ def render_header(state: RunState, now: float, *, follow: bool,
             label = f"crashed (trainer exited {child_returncode}, no run_end)"
         else:
             label = f"crashed (no run_end, silent {duration(state.silent_for(now))})"
+    if st == "waiting":
+        label = "waiting for the trainer's first record"
     line.append(f"● {label}", style=STATE_STYLE.get(st, "bold"))
     line.append("  elapsed ", style="dim")
     line.append(duration(state.elapsed(now, child_returncode)))
