@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from minirft.tui.screens.help import HelpScreen
 from minirft.tui.screens.quit import QuitScreen
 from minirft.tui.widgets.events import EventsPane
 from minirft.tui.widgets.samples import SamplesTable
-from tui_fixtures import CRASHED, FINISHED, MAKE_RUN, copy_run, last_time, records, screen_text, wait_for
+from tui_fixtures import CRASHED, FINISHED, MAKE_RUN, copy_run, last_time, make_run, records, screen_text, wait_for
 
 SIZE = (150, 46)
 pytestmark = pytest.mark.anyio  # async pilot tests run on anyio's pytest plugin (installed with httpx/textual deps)
@@ -153,11 +154,9 @@ async def test_judge_error_filter_and_detail_panel():
 
 async def test_sees_records_appended_while_running_and_waits_for_partial_lines(tmp_path):
     run = copy_run(CRASHED, tmp_path)
-    full = make_full = tmp_path / "full"
-    from tui_fixtures import make_run
-    make_run.make_run(make_full, steps=30, seed=1, t0=make_run.T0 + 3600, end=False)
+    full = tmp_path / "full"
+    make_run.make_run(full, steps=30, seed=1, t0=make_run.T0 + 3600, end=False)
     lines = (full / "events.jsonl").read_text().splitlines()
-    import json
     by_step = lambda s: [ln for ln in lines if json.loads(ln)["step"] == s]  # noqa: E731
     app = _app(run, now=last_time(run) + 20)
     async with app.run_test(size=SIZE) as pilot:
@@ -260,3 +259,18 @@ def test_watch_without_a_terminal_prints_plain_lines_until_the_child_ends(tmp_pa
     assert child.returncode == 0
     assert [ln.split()[1] for ln in out if ln.startswith("step ")] == ["1/3", "2/3", "3/3"]
     assert out[-1].startswith("# step 3 run_finished")
+
+
+async def test_an_empty_run_dir_waits_and_says_for_what(tmp_path):
+    run = tmp_path / "fresh"
+    run.mkdir()
+    app = _app(run, now=make_run.T0 + 30)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.1)
+        assert "waiting for records in" in screen_text(app) and "judge ?" in screen_text(app)
+        start = records(FINISHED)[0]
+        (run / "events.jsonl").write_text(json.dumps(start) + "\n")
+        await wait_for(pilot, lambda: app.state.run_start is not None)
+        text = screen_text(app)
+        assert "training started; waiting for the first step" in text and "judge gemma3-270m" in text
+        assert "● running" in text and "step 0/30" in text

@@ -67,6 +67,10 @@ def test_state_finished_crashed_running_and_clock():
     assert crashed.eta(end) == pytest.approx(18 * 12.0)  # 18 steps left at 12 s a step
     assert crashed.state(end + 3600) == "crashed"
     assert crashed.state(end + 10, child_returncode=1) == "crashed"
+    assert crashed.state(end + 3600, child_alive=True) == "running"  # a live trainer is not a crash
+    first = RunState()
+    first.apply(records(CRASHED)[:1])  # run_start only: models loading
+    assert first.state(first.last_time + 600) == "running" and first.state(first.last_time + 1000) == "crashed"
     assert RunState().state(0.0) == "waiting"
 
 

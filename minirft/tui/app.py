@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Footer, Input, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from minirft.tui.fmt import one_line
 from minirft.tui.run_state import RunState, Sample
@@ -129,7 +129,13 @@ class WatchApp(App[str | None]):
     @work(thread=True, exclusive=True, group="tail", exit_on_error=False)
     def _tail_worker(self) -> None:
         worker = get_current_worker()
-        tail_loop(self.tail, self.post_message, None, lambda: worker.is_cancelled, self.poll_interval)
+        tail_loop(self.tail, self.post_message, lambda: worker.is_cancelled, self.poll_interval)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "tail" and event.state == WorkerState.ERROR:
+            # Say so on screen rather than crash the viewer (training is unaffected either way).
+            self.query_one(EventsPane).add([{"kind": "warning", "step": self.state.latest_step or 0,
+                                             "message": f"stopped reading the log: {event.worker.error!r}"}])
 
     # ------------------------------------------------------------------ new records
     def on_log_grew(self, _: LogGrew) -> None:
@@ -139,6 +145,8 @@ class WatchApp(App[str | None]):
         applied = self.state.apply(records)
         if applied.events:
             self.query_one(EventsPane).add(applied.events)
+        if applied.header and self.view_step is None:
+            self._draw_table()  # the waiting message changes once run_start is in
         latest = self.state.latest_step
         if self.follow:
             moved = latest != self.view_step
@@ -198,8 +206,9 @@ class WatchApp(App[str | None]):
 
     # ------------------------------------------------------------------ drawing
     def _update_header(self) -> None:
-        self.query_one(RunHeader).show(self.state, self.clock(), follow=self.follow,
-                                       unseen_steps=self.unseen_steps, child_returncode=self.child_returncode)
+        self.query_one(RunHeader).show(self.state, self.clock(), follow=self.follow, unseen_steps=self.unseen_steps,
+                                       child_returncode=self.child_returncode,
+                                       child_alive=self.child is not None and self.child_returncode is None)
 
     def _redraw(self, plots: bool = True, table: bool = True) -> None:
         self.redraws += 1
@@ -223,7 +232,9 @@ class WatchApp(App[str | None]):
         empty = self.query_one("#samples-empty", Static)
         total = self.state.sample_count(self.view_step)
         if not rows:
-            if self.view_step is None:
+            if self.view_step is None and self.state.run_start is not None:
+                msg = "training started; waiting for the first step (loading models and the first rollout take a while)"
+            elif self.view_step is None:
                 msg = f"waiting for records in {self.run_dir / 'events.jsonl'} …"
             elif total:
                 msg = f"none of this step's {total} samples match (filter: {self.filter_mode}, search: {self.search_text!r})"

@@ -22,6 +22,8 @@ from typing import Any, Iterable
 
 # A log silent for this long (or 5 typical step intervals, if longer) with no run_end is a crash.
 MIN_STALE_S = 180.0
+# Before the first step the trainer loads models and runs a first rollout: allow much longer.
+FIRST_STEP_STALE_S = 900.0
 
 
 @dataclass
@@ -273,33 +275,38 @@ class RunState:
         step_s = _num(self.latest_metrics().get("step_s"))
         return step_s if step_s and step_s > 0 else None
 
-    def state(self, now: float, child_returncode: int | None = None) -> str:
-        """finished | stopped | failed (from run_end), crashed, running, or waiting (nothing logged yet)."""
+    def state(self, now: float, child_returncode: int | None = None, child_alive: bool = False) -> str:
+        """finished | stopped | failed (from run_end), crashed, running, or waiting (nothing logged yet).
+
+        With a live trainer child (``--tui``) silence alone never means crashed: the process says.
+        """
         if self.run_end is not None:
             return str(self.run_end.get("status") or "finished")
         if child_returncode is not None:
             return "crashed"
         if self.last_time is None:
             return "waiting"
-        interval = self.step_interval() or 0.0
-        if now - self.last_time > max(MIN_STALE_S, 5 * interval):
+        if child_alive:
+            return "running"
+        limit = max(MIN_STALE_S, 5 * (self.step_interval() or 0.0)) if self.metrics else FIRST_STEP_STALE_S
+        if now - self.last_time > limit:
             return "crashed"
         return "running"
 
-    def elapsed(self, now: float, child_returncode: int | None = None) -> float | None:
+    def elapsed(self, now: float, child_returncode: int | None = None, child_alive: bool = False) -> float | None:
         start = self.start_time
         if start is None:
             return None
-        if self.state(now, child_returncode) == "running":
+        if self.state(now, child_returncode, child_alive) == "running":
             end = now
         else:
             end = _num((self.run_end or {}).get("time")) or self.last_time or now
         return max(0.0, end - start)
 
-    def eta(self, now: float) -> float | None:
+    def eta(self, now: float, child_alive: bool = False) -> float | None:
         """Seconds left, while running: remaining steps × typical step time."""
         total, interval = self.total_steps, self.step_interval()
-        if total is None or interval is None or self.state(now) != "running":
+        if total is None or interval is None or self.state(now, child_alive=child_alive) != "running":
             return None
         remaining = max(0, total - self.steps_done)
         since_last = now - (self.step_time[max(self.step_time)] if self.step_time else now)

@@ -10,7 +10,9 @@ it brought. Opening a long log is the same path: the first poll reads the whole 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from textual.message import Message
 
@@ -48,10 +50,10 @@ class LogTail:
         return out
 
 
-def tail_loop(tail: LogTail, post, stop: threading.Event | None, is_cancelled, interval: float) -> None:
+def tail_loop(tail: LogTail, post: Callable[[Message], object], is_cancelled: Callable[[], bool],
+              interval: float) -> None:
     """Body of the worker: poll, post one message per non-empty poll, sleep, until cancelled."""
-    stop = stop or threading.Event()
-    while not is_cancelled() and not stop.is_set():
+    while not is_cancelled():
         if tail.poll():
             post(LogGrew())
-        stop.wait(interval)
+        time.sleep(interval)

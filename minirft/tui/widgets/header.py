@@ -24,15 +24,15 @@ def progress_bar(done: int, total: int | None, width: int = 12) -> str:
 class RunHeader(Static):
     """Rendered by :meth:`show`; the app calls it on new records and once a second for the clock."""
 
-    def show(self, state: RunState, now: float, *, follow: bool,
-             unseen_steps: int = 0, child_returncode: int | None = None) -> None:
-        self.update(render_header(state, now, follow=follow,
-                                  unseen_steps=unseen_steps, child_returncode=child_returncode))
+    def show(self, state: RunState, now: float, *, follow: bool, unseen_steps: int = 0,
+             child_returncode: int | None = None, child_alive: bool = False) -> None:
+        self.update(render_header(state, now, follow=follow, unseen_steps=unseen_steps,
+                                  child_returncode=child_returncode, child_alive=child_alive))
 
 
-def render_header(state: RunState, now: float, *, follow: bool,
-                  unseen_steps: int = 0, child_returncode: int | None = None) -> Text:
-    st = state.state(now, child_returncode)
+def render_header(state: RunState, now: float, *, follow: bool, unseen_steps: int = 0,
+                  child_returncode: int | None = None, child_alive: bool = False) -> Text:
+    st = state.state(now, child_returncode, child_alive)
     top = Text()
     top.append(f" {state.run_name} ", style="bold reverse")
     top.append("  policy ", style="dim")
@@ -63,8 +63,8 @@ def render_header(state: RunState, now: float, *, follow: bool,
         label = "waiting for the trainer's first record"
     line.append(f"● {label}", style=STATE_STYLE.get(st, "bold"))
     line.append("  elapsed ", style="dim")
-    line.append(duration(state.elapsed(now, child_returncode)))
-    eta = state.eta(now) if st == "running" else None
+    line.append(duration(state.elapsed(now, child_returncode, child_alive)))
+    eta = state.eta(now, child_alive) if st == "running" else None
     line.append("  ETA ", style="dim")
     line.append(duration(eta))
     line.append("  ", style="dim")
