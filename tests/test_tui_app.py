@@ -16,15 +16,11 @@ from minirft.tui.screens.help import HelpScreen
 from minirft.tui.screens.quit import QuitScreen
 from minirft.tui.widgets.events import EventsPane
 from minirft.tui.widgets.samples import SamplesTable
-from tui_fixtures import CRASHED, FINISHED, MAKE_RUN, copy_run, last_time, make_run, records, screen_text, wait_for
+from tui_fixtures import (
+    CRASHED, FINISHED, MAKE_RUN, copy_run, last_time, make_run, records, run_async, screen_text, wait_for,
+)
 
 SIZE = (150, 46)
-pytestmark = pytest.mark.anyio  # async pilot tests run on anyio's pytest plugin (installed with httpx/textual deps)
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 def _app(run_dir, now: float | None = None, **kw) -> WatchApp:
@@ -40,6 +36,7 @@ def _log_samples(run_dir, step):
     return [r for r in records(run_dir) if r["type"] == "sample" and r["step"] == step]
 
 
+@run_async
 async def test_opens_a_finished_run_and_shows_the_logs_numbers():
     app = _app(FINISHED)
     async with app.run_test(size=SIZE) as pilot:
@@ -63,6 +60,7 @@ async def test_opens_a_finished_run_and_shows_the_logs_numbers():
         assert "run_finished" in text
 
 
+@run_async
 async def test_step_navigation_and_follow_toggle():
     app = _app(FINISHED)
     async with app.run_test(size=SIZE) as pilot:
@@ -82,6 +80,7 @@ async def test_step_navigation_and_follow_toggle():
         assert app.follow is False and "frozen" in screen_text(app)
 
 
+@run_async
 async def test_sort_filter_and_search():
     app = _app(FINISHED)
     async with app.run_test(size=SIZE) as pilot:
@@ -121,6 +120,7 @@ async def test_sort_filter_and_search():
         assert app.search_text == "" and table.row_count == app.state.sample_count(app.view_step)
 
 
+@run_async
 async def test_judge_error_filter_and_detail_panel():
     app = _app(FINISHED)
     async with app.run_test(size=SIZE) as pilot:
@@ -152,6 +152,7 @@ async def test_judge_error_filter_and_detail_panel():
         assert app.query_one("#plots").display is False
 
 
+@run_async
 async def test_sees_records_appended_while_running_and_waits_for_partial_lines(tmp_path):
     run = copy_run(CRASHED, tmp_path)
     full = tmp_path / "full"
@@ -190,6 +191,7 @@ async def test_sees_records_appended_while_running_and_waits_for_partial_lines(t
         assert app.view_step == 26
 
 
+@run_async
 async def test_a_silent_log_without_run_end_reads_as_crashed():
     app = _app(CRASHED, now=last_time(CRASHED) + 3600)
     async with app.run_test(size=SIZE) as pilot:
@@ -204,6 +206,7 @@ def _live_child(run_dir, steps=200, delay=0.3):
 
 
 @pytest.mark.parametrize("choice", ["leave", "stop"])
+@run_async
 async def test_quitting_with_a_training_child_asks_whether_to_stop_it(tmp_path, choice):
     run = tmp_path / "live-run"
     child = _live_child(run)
@@ -230,6 +233,7 @@ async def test_quitting_with_a_training_child_asks_whether_to_stop_it(tmp_path, 
         child.wait()
 
 
+@run_async
 async def test_a_child_that_dies_without_run_end_shows_as_crashed(tmp_path):
     run = tmp_path / "dying"
     script = (f"import sys; sys.path.insert(0, {str(MAKE_RUN.parent)!r}); import make_run; "
@@ -261,6 +265,7 @@ def test_watch_without_a_terminal_prints_plain_lines_until_the_child_ends(tmp_pa
     assert out[-1].startswith("# step 3 run_finished")
 
 
+@run_async
 async def test_an_empty_run_dir_waits_and_says_for_what(tmp_path):
     run = tmp_path / "fresh"
     run.mkdir()

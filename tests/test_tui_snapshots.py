@@ -10,21 +10,16 @@ from __future__ import annotations
 import pytest
 
 from minirft.tui.app import WatchApp
-from tui_fixtures import CRASHED, FINISHED, check_snapshot, last_time, settled_screen_text, wait_for
+from tui_fixtures import CRASHED, FINISHED, check_snapshot, last_time, run_async, settled_screen_text, wait_for
 
 SIZE = (120, 36)
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 def _app(run_dir, now: float) -> WatchApp:
     return WatchApp(run_dir, clock=lambda: now, poll_interval=0.02)
 
 
+@run_async
 async def test_snapshot_finished_run_latest_step():
     app = _app(FINISHED, last_time(FINISHED) + 60)
     async with app.run_test(size=SIZE) as pilot:
@@ -32,6 +27,7 @@ async def test_snapshot_finished_run_latest_step():
         check_snapshot("finished_latest", await settled_screen_text(pilot))
 
 
+@run_async
 async def test_snapshot_crashed_run_frozen_on_an_earlier_step_sorted():
     app = _app(CRASHED, last_time(CRASHED) + 1800)
     async with app.run_test(size=SIZE) as pilot:
@@ -40,6 +36,7 @@ async def test_snapshot_crashed_run_frozen_on_an_earlier_step_sorted():
         check_snapshot("crashed_step10_sorted", await settled_screen_text(pilot))
 
 
+@run_async
 async def test_snapshot_sample_detail_with_judge_error():
     app = _app(FINISHED, last_time(FINISHED) + 60)
     async with app.run_test(size=SIZE) as pilot:

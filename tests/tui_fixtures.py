@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
 import json
 import os
@@ -19,6 +21,16 @@ MAKE_RUN = FIXTURES / "make_run.py"
 
 sys.path.insert(0, str(FIXTURES))
 import make_run  # noqa: E402  (the fixture generator, importable for tests)
+
+
+def run_async(test):
+    """Run an async pilot test with asyncio.run (no pytest async plugin needed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
 
 
 def records(run_dir: Path) -> list[dict]:
