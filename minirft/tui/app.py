@@ -323,7 +323,9 @@ class WatchApp(App[str | None]):
     def action_search(self) -> None:
         box = self.query_one("#search", SearchBox)
         box.add_class("visible")
-        box.focus()
+        # Focus now, not on the next idle (widget.focus() defers): keys typed or pasted right after
+        # `/` are already queued and must reach the box, not the table.
+        self.screen.set_focus(box)
 
     def action_clear_search(self) -> None:
         box = self.query_one("#search", SearchBox)
