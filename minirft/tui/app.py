@@ -39,17 +39,17 @@ from minirft.tui.widgets.samples import FILTERS, SORTS, SamplesTable, select_row
 
 
 def preview_text(s: Sample) -> Text:
-    """The highlighted sample's completion and rationale, wrapped, under the table."""
+    """The highlighted sample's rationale (why it got its reward) and completion, under the table."""
     t = Text()
-    t.append("completion ", style="bold")
-    t.append(one_line(s.completion, 400))
-    t.append("\n")
     if s.judge_error:
         t.append("judge error ", style="bold red")
-        t.append(one_line(s.judge_error, 400))
+        t.append(one_line(s.judge_error, 300))
     else:
         t.append("rationale ", style="bold")
-        t.append(one_line(s.rationale or "—", 400), style="italic")
+        t.append(one_line(s.rationale or "—", 300), style="italic")
+    t.append("\n")
+    t.append("completion ", style="bold")
+    t.append(one_line(s.completion, 300))
     return t
 
 

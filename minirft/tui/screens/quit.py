@@ -27,9 +27,10 @@ class QuitScreen(ModalScreen[str]):
             yield Static(f"Training is still running (pid {self.pid}).\nStop it, or leave it running in the "
                          "background and re-attach later with `minirft watch`?")
             with Horizontal(id="quit-buttons"):
-                yield Button("[s] Stop training", id="stop", variant="error")
-                yield Button("[b] Leave it running", id="leave", variant="primary")
-                yield Button("[c] Cancel", id="cancel")
+                # (not "[s] …": a Button label is markup, where [s] means strikethrough)
+                yield Button("Stop training (s)", id="stop", variant="error")
+                yield Button("Leave it running (b)", id="leave", variant="primary")
+                yield Button("Cancel (c)", id="cancel")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id)
