@@ -71,7 +71,9 @@ class WatchApp(App[str | None]):
         Binding("l", "latest", "Latest"),
         Binding("f", "toggle_follow", "Follow"),
         Binding("s", "cycle_sort", "Sort"),
-        Binding("slash", "search", "Search"),
+        # priority: handled before the key is forwarded to the table, so the focus moves to the
+        # search box before the next typed keys are routed (typing "/query" fast, or pasting it)
+        Binding("slash", "search", "Search", priority=True),
         Binding("right_square_bracket", "next_match", "Next match", show=False),
         Binding("left_square_bracket", "prev_match", "Prev match", show=False),
         Binding("x", "cycle_filter", "Filter"),
@@ -322,7 +324,12 @@ class WatchApp(App[str | None]):
 
     def action_search(self) -> None:
         box = self.query_one("#search", SearchBox)
-        box.add_class("visible")
+        if box.has_focus:  # the binding has priority: a "/" typed in the box still goes in it
+            box.insert_text_at_cursor("/")
+            return
+        if len(self.screen_stack) > 1:
+            return  # a modal (detail, help, quit) is open
+        box.display = True  # an inline style applies at once; a CSS class only on the next refresh
         # Focus now, not on the next idle (widget.focus() defers): keys typed or pasted right after
         # `/` are already queued and must reach the box, not the table.
         self.screen.set_focus(box)
@@ -330,7 +337,7 @@ class WatchApp(App[str | None]):
     def action_clear_search(self) -> None:
         box = self.query_one("#search", SearchBox)
         box.value = ""
-        box.remove_class("visible")
+        box.display = False
         self.search_text = ""
         self.query_one(SamplesTable).focus()
 
@@ -340,7 +347,7 @@ class WatchApp(App[str | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.search_text = event.value.strip()
         if not self.search_text:
-            self.query_one("#search", SearchBox).remove_class("visible")
+            self.query_one("#search", SearchBox).display = False
         self.query_one(SamplesTable).focus()
 
     def _match_step(self, forward: bool) -> int | None:
