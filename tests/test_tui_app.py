@@ -233,13 +233,17 @@ async def test_quitting_with_a_training_child_asks_whether_to_stop_it(tmp_path, 
         child.wait()
 
 
+@pytest.mark.parametrize("ending, header, note", [
+    ("sys.exit(3)", "crashed (trainer exited 3, no run_end)", "exited with code 3"),
+    ("os.kill(os.getpid(), 9)", "crashed (trainer killed by signal 9, no run_end)", "signal 9 (SIGKILL)"),
+])
 @run_async
-async def test_a_child_that_dies_without_run_end_shows_as_crashed(tmp_path):
+async def test_a_child_that_dies_without_run_end_shows_as_crashed(tmp_path, ending, header, note):
     run = tmp_path / "dying"
-    script = (f"import sys; sys.path.insert(0, {str(MAKE_RUN.parent)!r}); import make_run; "
+    script = (f"import os, sys; sys.path.insert(0, {str(MAKE_RUN.parent)!r}); import make_run; "
               f"make_run.live_run(__import__('pathlib').Path({str(run)!r}), 2, 0.05, end=False); "
-              "print('RuntimeError: CUDA out of memory'); sys.exit(3)")
-    (run).mkdir()
+              f"print('RuntimeError: CUDA out of memory', flush=True); {ending}")
+    run.mkdir()
     with open(run / "train.log", "w") as log:
         child = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT)
     app = WatchApp(run, child=child, poll_interval=0.02)
@@ -247,10 +251,10 @@ async def test_a_child_that_dies_without_run_end_shows_as_crashed(tmp_path):
         await wait_for(pilot, lambda: app.child_returncode is not None, timeout=15)
         await pilot.pause(0.05)
         text = screen_text(app)
-        assert "crashed (trainer exited 3, no run_end)" in text and "step 2/2" in text
+        assert header in text and "step 2/2" in text
         notes = [e["message"] for e in app.query_one(EventsPane).records if e["kind"] == "crash"]
-        assert len(notes) == 1 and "out of memory" in notes[0]  # the tail of train.log
-        assert "crash trainer exited with" in text
+        assert len(notes) == 1 and note in notes[0] and "out of memory" in notes[0]  # + the tail of train.log
+        assert "crash trainer" in text
         await pilot.press("q")  # the child is gone: no question asked
     assert app.return_value is None
 

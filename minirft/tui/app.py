@@ -11,6 +11,7 @@ asks for: when ``watch`` was given the training child process, quitting offers t
 from __future__ import annotations
 
 import bisect
+import signal
 import subprocess
 import sys
 import time
@@ -203,7 +204,8 @@ class WatchApp(App[str | None]):
         if log.exists():
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
             tail = " | ".join(one_line(ln, 200) for ln in lines[-3:])
-        msg = f"trainer exited with code {rc} without a run_end" + (f"; train.log: {tail}" if tail else "")
+        how = f"was killed by signal {-rc} ({_signal_name(-rc)})" if rc < 0 else f"exited with code {rc}"
+        msg = f"trainer {how} without a run_end" + (f"; train.log: {tail}" if tail else "")
         return {"type": "event", "kind": "crash", "step": self.state.latest_step or 0, "message": msg}
 
     # ------------------------------------------------------------------ drawing
@@ -403,6 +405,13 @@ class WatchApp(App[str | None]):
     def _after_quit_choice(self, choice: str | None) -> None:
         if choice in ("stop", "leave"):
             self.exit(choice)
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return "unknown signal"
 
 
 # ---------------------------------------------------------------------------- entry point

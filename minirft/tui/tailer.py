@@ -33,11 +33,13 @@ class LogTail:
         self.path = Path(path)
         self._reader = EventReader(self.path)
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()  # the worker polls; the UI polls once more when the child exits
         self._buffer: list[dict] = []
 
     def poll(self) -> int:
         """Read whatever complete lines were appended; returns how many records were buffered."""
-        records = self._reader.read_new()
+        with self._read_lock:
+            records = self._reader.read_new()
         if records:
             with self._lock:
                 self._buffer.extend(records)

@@ -55,7 +55,9 @@ def render_header(state: RunState, now: float, *, follow: bool, unseen_steps: in
     line.append("  ")
     label = st
     if st == "crashed":
-        if child_returncode is not None:
+        if child_returncode is not None and child_returncode < 0:
+            label = f"crashed (trainer killed by signal {-child_returncode}, no run_end)"
+        elif child_returncode is not None:
             label = f"crashed (trainer exited {child_returncode}, no run_end)"
         else:
             label = f"crashed (no run_end, silent {duration(state.silent_for(now))})"
