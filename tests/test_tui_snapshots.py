@@ -45,3 +45,13 @@ async def test_snapshot_sample_detail_with_judge_error():
         app.view_step = 22  # the fixture's judge-error step
         await pilot.press("x", "x", "enter")
         check_snapshot("detail_judge_error", await settled_screen_text(pilot))
+
+
+@run_async
+async def test_snapshot_small_terminal_keeps_the_state_and_the_table_visible():
+    app = _app(FINISHED, last_time(FINISHED) + 60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view_step == 30)
+        text = await settled_screen_text(pilot)
+        assert "● finished" in text.splitlines()[1]
+        check_snapshot("small_80x24", text)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -134,6 +134,11 @@ class WatchApp(App[str | None]):
         worker = get_current_worker()
         tail_loop(self.tail, self.post_message, lambda: worker.is_cancelled, self.poll_interval)
 
+    def on_resize(self, event: events.Resize) -> None:
+        """Small terminals (80×24): charts and the preview give room to the table."""
+        self.screen.set_class(event.size.height < 34, "-short")
+        self.screen.set_class(event.size.width < 110, "-narrow")
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "tail" and event.state == WorkerState.ERROR:
             # Say so on screen rather than crash the viewer (training is unaffected either way).
@@ -219,7 +224,7 @@ class WatchApp(App[str | None]):
         self._last_redraw = time.monotonic()
         if plots and self.query_one("#plots").display:
             for plot in self.query(MetricPlot):
-                plot.draw(self.state, self.view_step)
+                plot.draw(self.state, self.view_step)  # hidden ones too: cheap, and current when shown
         if table:
             self._draw_table()
         self._update_box_title()

@@ -77,4 +77,6 @@ def render_header(state: RunState, now: float, *, follow: bool, unseen_steps: in
         line.append("   ❚❚ frozen", style="bold yellow")
         if unseen_steps:
             line.append(f", {unseen_steps} new step{'s' * (unseen_steps != 1)}", style="bold yellow")
-    return Text("\n").join([top, line])
+    for t in (top, line):  # a narrow terminal crops a line instead of wrapping the state out of sight
+        t.no_wrap, t.overflow = True, "ellipsis"
+    return Text("\n", no_wrap=True).join([top, line])
