@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from minirft.tui.app import WatchApp, after_exit, watch
+from minirft.tui.app import WatchApp, after_exit, stop_child, watch
 from minirft.tui.fmt import num
 from minirft.tui.screens.detail import SampleScreen
 from minirft.tui.screens.help import HelpScreen
@@ -283,3 +283,13 @@ async def test_an_empty_run_dir_waits_and_says_for_what(tmp_path):
         text = screen_text(app)
         assert "training started; waiting for the first step" in text and "judge gemma3-270m" in text
         assert "● running" in text and "step 0/30" in text
+
+
+def test_stop_child_kills_a_trainer_that_ignores_sigterm():
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert stop_child(polite, timeout=10) is False and polite.returncode == -15
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                                 "time.sleep(60)"], stdout=subprocess.PIPE)
+    stubborn.stdout.readline()  # its handler is installed
+    assert stop_child(stubborn, timeout=0.3) is True and stubborn.returncode == -9

@@ -420,14 +420,17 @@ def _signal_name(num: int) -> str:
 
 
 # ---------------------------------------------------------------------------- entry point
-def stop_child(child: subprocess.Popen, timeout: float = 30.0) -> int:
-    """SIGTERM (the trainer can write its run_end and a checkpoint), then SIGKILL after ``timeout``."""
+def stop_child(child: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """SIGTERM (the trainer writes its run_end and stops cleanly), then SIGKILL after ``timeout``.
+    Returns whether it had to be killed."""
     child.terminate()
     try:
-        return child.wait(timeout)
+        child.wait(timeout)
+        return False
     except subprocess.TimeoutExpired:
         child.kill()
-        return child.wait()
+        child.wait()
+        return True
 
 
 def after_exit(run_dir: Path, child: subprocess.Popen | None, choice: str | None, out: TextIO) -> None:
@@ -438,8 +441,12 @@ def after_exit(run_dir: Path, child: subprocess.Popen | None, choice: str | None
     if child.poll() is not None:
         print(f"Training exited with code {child.returncode}. Review the run with: {reattach}", file=out)
     elif choice == "stop":
-        rc = stop_child(child)
-        print(f"Stopped training (pid {child.pid}, exit code {rc}). Review the run with: {reattach}", file=out)
+        print(f"Stopping training (pid {child.pid}) …", file=out, flush=True)
+        if stop_child(child):
+            print(f"It did not stop within 30 s of SIGTERM and was killed; its last checkpoint is intact "
+                  f"(continue with: minirft train --resume {run_dir}). Review the run with: {reattach}", file=out)
+        else:
+            print(f"Stopped training (exit code {child.returncode}). Review the run with: {reattach}", file=out)
     else:  # "leave", or the UI itself failed: never kill training because the viewer went away
         print(f"Training continues in the background (pid {child.pid}); its output goes to "
               f"{run_dir / 'train.log'}.\nRe-attach with: {reattach}", file=out)
