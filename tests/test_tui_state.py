@@ -166,3 +166,13 @@ def test_watch_defaults_to_the_latest_run(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, ["watch"])  # stdout is not a terminal here: plain output
     assert res.exit_code == 0 and res.output.startswith(f"# {new.name}:")
     assert "crashed" in res.output.splitlines()[-1]
+
+
+def test_zero_variance_uses_advantages_when_only_part_of_a_group_is_logged():
+    base = {"type": "sample", "time": 1.0, "step": 1, "prompt": "p", "completion": "c"}
+    st = RunState()
+    st.apply([{**base, "group": 0, "index": 0, "reward": 0.5, "advantage": -0.7},   # 2 of 4 logged:
+              {**base, "group": 0, "index": 1, "reward": 0.5, "advantage": -0.7},   # equal, yet signal
+              {**base, "group": 1, "index": 0, "reward": 0.9, "advantage": 0.0},
+              {**base, "group": 1, "index": 1, "reward": 0.9, "advantage": 0.0}])
+    assert [s.zero_variance for s in st.samples_for(1)] == [False, False, True, True]

@@ -317,12 +317,18 @@ class RunState:
 
 
 def _mark_zero_variance(rows: list[Sample]) -> None:
+    """A group carries no learning signal when its rewards are all equal. GRPO then gives every
+    member advantage 0, which is the test used when advantages are logged: it stays right when the
+    trainer logs only some of a group's completions (``logging.samples_per_step``)."""
     groups: dict[int, list[Sample]] = {}
     for s in rows:
         groups.setdefault(s.group, []).append(s)
     for members in groups.values():
-        rewards = [s.reward for s in members if s.reward is not None]
-        flat = len(members) > 1 and len(rewards) == len(members) and max(rewards) - min(rewards) < 1e-9
+        if all(s.advantage is not None for s in members):
+            flat = all(abs(s.advantage) < 1e-9 for s in members)
+        else:
+            rewards = [s.reward for s in members if s.reward is not None]
+            flat = len(members) > 1 and len(rewards) == len(members) and max(rewards) - min(rewards) < 1e-9
         for s in members:
             s.zero_variance = flat
 
