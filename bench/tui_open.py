@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     rows = [bench(s, args.repeats) for s in args.steps]
     cols = ["steps", "records", "log_mb", "parse_s", "fold_s", "open_s", "nav_keypress_s"]
     print(" | ".join(f"{c:>14}" for c in cols))
@@ -87,10 +88,11 @@ def main() -> None:
         print(" | ".join(f"{r[c]!s:>14}" for c in cols))
     out = {"machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
            "note": "headless run_test 150x46; median of repeats; other jobs were running on the machine",
+           "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
            "rows": rows}
     dest = ROOT / "bench" / "results" / "tui_open.json"
     dest.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {dest.relative_to(ROOT)}")
+    print(f"wrote {dest.relative_to(ROOT)} (1-min load average {out['load_average_1min']} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":
