@@ -252,11 +252,15 @@ class RunState:
 
     def metric_names(self, prefix: str) -> list[str]:
         """Metric keys with a prefix (``rewards/``, ``criteria/``) in first-seen order."""
+        cached = self._series_cache.get("names:" + prefix)
+        if cached and cached[0] == self._metrics_version:
+            return list(cached[1])
         seen: dict[str, None] = {}
         for m in self.metrics.values():
             for k in m:
                 if k.startswith(prefix):
                     seen.setdefault(k, None)
+        self._series_cache["names:" + prefix] = (self._metrics_version, list(seen), [])
         return list(seen)
 
     def criteria_names(self, step: int | None = None) -> list[str]:

@@ -31,7 +31,9 @@ class EventsPane(RichLog):
         self.records: list[dict] = []  # what was written, unwrapped (tests read it)
 
     def add(self, records: list[dict]) -> None:
-        for rec in records:
-            self.write(event_text(rec))
-            self.records.append(rec)
+        if not records:
+            return
+        # One write per batch, not per line: opening a long run brings hundreds of checkpoints at once.
+        self.write(Text("\n").join(event_text(rec) for rec in records))
+        self.records.extend(records)
         self.border_subtitle = f"{len(self.records)}"
