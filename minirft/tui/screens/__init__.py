@@ -1,0 +1,1 @@
+"""Modal screens: the full sample, the help page, the quit question."""

@@ -1,0 +1,62 @@
+"""One sample in full: prompt, completion, every score, the judge's rationale or error."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from minirft.tui.fmt import num
+from minirft.tui.run_state import Sample
+
+
+def bar(p: float | None, width: int = 20) -> str:
+    if p is None:
+        return ""
+    n = round(max(0.0, min(1.0, p)) * width)
+    return "█" * n + "░" * (width - n)
+
+
+def scores_table(s: Sample) -> Table:
+    t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    t.add_column("score")
+    t.add_column("value", justify="right")
+    t.add_column("")
+    t.add_row("reward", num(s.reward), bar(s.reward))
+    t.add_row("advantage", num(s.advantage), "")
+    for k, v in s.rewards.items():
+        t.add_row(f"rewards/{k}", num(v), bar(v))
+    for k, v in s.criteria.items():
+        t.add_row(f"P(yes) {k}", num(v), bar(v))
+    return t
+
+
+class SampleScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
+
+    def __init__(self, sample: Sample) -> None:
+        super().__init__()
+        self.sample = sample
+
+    def compose(self) -> ComposeResult:
+        s = self.sample
+        with VerticalScroll(id="detail"):
+            flags = " · zero-variance group (no learning signal)" if s.zero_variance else ""
+            yield Static(Text(f"step {s.step} · group {s.group} · sample {s.index}{flags}", style="bold"),
+                         classes="detail-title")
+            yield Static("Prompt", classes="detail-label")
+            yield Static(Text(s.prompt), id="detail-prompt")
+            yield Static("Completion", classes="detail-label")
+            yield Static(Text(s.completion), id="detail-completion")
+            yield Static("Scores", classes="detail-label")
+            yield Static(scores_table(s), id="detail-scores")
+            yield Static("Judge rationale", classes="detail-label")
+            if s.judge_error:
+                yield Static(Text("judge error: " + s.judge_error, style="bold red"), id="detail-rationale")
+            else:
+                yield Static(Text(s.rationale or "(no rationale logged for this sample)"), id="detail-rationale")
+            yield Static(Text("esc / q / enter: close", style="dim"))

@@ -1,0 +1,46 @@
+"""The help screen: what each key does and what the view shows."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# minirft watch
+
+A read-only view of a run's `events.jsonl`. Quitting never stops training
+(unless you started it with `minirft train --tui` and choose to stop it).
+
+| key | action |
+|---|---|
+| `←` / `p` | previous step |
+| `→` / `n` | next step |
+| `l` | latest step, and follow new steps |
+| `f` | follow on/off: off freezes the table and charts (training goes on) |
+| `enter` | the selected sample in full |
+| `s` | sort: log order → reward ↓ → reward ↑ |
+| `/` | search prompt, completion and rationale text (`esc` clears) |
+| `]` / `[` | next / previous step with a search match |
+| `x` | filter: all → zero-variance groups → judge errors → with signal |
+| `g` | hide/show the charts |
+| `?` | this help |
+| `q` | quit |
+
+**Header**: run, models, steps done / total, state (*running*; *finished*, *stopped*,
+*failed* from the run's end record; *crashed* when there is no end record and the
+log went silent, or the trainer process exited), elapsed, ETA, tokens/s.
+
+**Table**: `g.i` is group (prompt) and sample; `≡` marks a group whose rewards
+are all equal (no learning signal); criteria columns are the judge's P(yes).
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Markdown(HELP)
