@@ -50,7 +50,8 @@ def train_command(args: tuple[str, ...], resume: Path | None, tui: bool, run_dir
         from minirft.train.loop import new_run_dir
 
         target = run_dir if run_dir is not None else new_run_dir(recipe)
-    argv = ["minirft", "train", *sys.argv[2:]] if len(sys.argv) > 1 else ["minirft", "train", *args]
+    argv = ["minirft", "train", *args]
+    argv += ["--resume", str(resume)] if resume is not None else ["--run-dir", str(target)]
 
     if tui:
         _train_with_tui(recipe_arg, overrides, resume, target)

@@ -156,8 +156,10 @@ def absolutise(recipe: Recipe) -> Recipe:
     r.data.path = str(recipe.resolve_path(recipe.data.path))
     if r.data.eval_path:
         r.data.eval_path = str(recipe.resolve_path(r.data.eval_path))
+    from minirft.models import EMBEDDED
+
     for section in (r.policy, r.judge):
-        if section is not None and ("/" in section.model or section.model.endswith(".gguf")):
+        if section is not None and section.model not in EMBEDDED:
             candidate = recipe.resolve_path(section.model)
             if candidate.exists():
                 section.model = str(candidate)
@@ -382,6 +384,8 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
         "grad_norm": upd["grad_norm"],
         "judge_errors": sum(1 for s in batch.scores if s is not None and s.reward is None),
     })
+    if torch.cuda.is_available():  # peak since the run started (the loop never resets it)
+        m["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return m
 
 
