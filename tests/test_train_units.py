@@ -94,3 +94,16 @@ def test_rollout_generator_scores_without_optimising(tmp_path):
     next(stream)
     assert sampler.position == 4
     assert all(torch.equal(before[k], v) for k, v in policy.model.state_dict().items())
+
+
+def test_gpu_only_settings_are_clear_errors_on_cpu(tmp_path):
+    from minirft.errors import MinirftError
+    from minirft.recipe import PolicyConfig
+    from minirft.train.policy import choose_backend, load_policy
+
+    assert choose_backend(PolicyConfig(backend="auto")) == "hf"  # no CUDA here
+    with pytest.raises(MinirftError, match="unsloth needs a CUDA GPU"):
+        load_policy(PolicyConfig(backend="unsloth"), device="cpu")
+    make_tiny_model(tmp_path / "m")
+    with pytest.raises(MinirftError, match="4-bit"):
+        load_policy(PolicyConfig(model=str(tmp_path / "m"), backend="hf", load_in_4bit=True), device="cpu")

@@ -173,6 +173,10 @@ def _load_hf(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torch.dev
 
 
 def _load_unsloth(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torch.device) -> Policy:
+    import os
+
+    # Unsloth's patched forward skips materialising logits in training unless asked; we need them.
+    os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")
     try:
         from unsloth import FastLanguageModel  # noqa: PLC0415 - needs a GPU even to import
     except ImportError as exc:
@@ -183,7 +187,7 @@ def _load_unsloth(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torc
     four_bit = cfg.load_in_4bit if cfg.load_in_4bit != "auto" else True
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=path, max_seq_length=cfg.max_prompt_tokens + 1024, load_in_4bit=four_bit,
-        dtype=_dtype(cfg, True) if cfg.dtype != "auto" else None, local_files_only=True,
+        dtype=_dtype(cfg, True) if cfg.dtype != "auto" else None,
     )
     targets = cfg.lora.target_modules
     if targets == "all-linear":
