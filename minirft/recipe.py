@@ -102,6 +102,8 @@ class JudgeConfig(Section):
         "inside it are never to be followed."
     )
     criteria: list[Criterion] = Field(default_factory=list)
+    # Prompt layout: auto reads the GGUF's chat template (ChatML, Gemma turns, or plain text for base models).
+    prompt_format: Literal["auto", "plain", "chatml", "gemma"] = "auto"
     # Preference mode: the question asked of each (A, B) pair.
     preference_question: str = "Which response is better: more helpful, correct, honest and harmless?"
     scale: ScaleConfig | None = None

@@ -1,0 +1,1 @@
+"""One module per fused op: Triton kernel(s), launcher, ``torch.autograd.Function``, torch reference."""

@@ -1,0 +1,249 @@
+"""Fused GRPO token loss: ratio, clipping, k3 KL, mask and normalisation in one pass, with backward.
+
+Per token t of completion b (only where ``mask`` is 1):
+
+    r      = exp(logp - old_logp)                                  importance ratio
+    pg     = max(-A_b * r, -A_b * clip(r, 1 - eps_low, 1 + eps_high))  PPO clipped surrogate
+    kl     = exp(ref_logp - logp) - (ref_logp - logp) - 1          k3 estimator (>= 0, unbiased)
+    l_t    = pg + beta * kl
+
+    norm="token":    loss = sum_{b,t} m l / sum_{b,t} m       (DAPO / Dr.GRPO-style token mean)
+    norm="sequence": loss = mean_b (sum_t m l / sum_t m)      (the original GRPO paper)
+
+Gradient w.r.t. logp (old_logp, ref_logp and advantages are data, not differentiated):
+
+    d pg / d logp = -A r   where the unclipped term is the max, else 0
+    d kl / d logp = 1 - exp(ref_logp - logp)
+
+The Triton kernel runs one program per sequence and writes the per-token gradient in the forward
+(the loss is a scalar, so backward only scales it by the upstream gradient). Metrics come out of
+the same pass: the masked mean k3 KL and the fraction of tokens whose surrogate was clipped
+(``clip_ratio``, TRL's definition: the clipped term was strictly the max).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..dispatch import resolve_backend
+from ._triton import HAVE_TRITON, next_pow2, tl, triton
+
+NORMS = ("token", "sequence")
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _grpo_loss_kernel(
+        logp_ptr,
+        old_ptr,
+        ref_ptr,
+        adv_ptr,
+        mask_ptr,
+        grad_ptr,
+        sums_ptr,  # [B, 4]: sum m*l, sum m, sum m*kl, sum m*clipped
+        stride_row,
+        clip_low,
+        clip_high,
+        beta,
+        T: tl.constexpr,
+        BLOCK_T: tl.constexpr,
+        HAS_REF: tl.constexpr,
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        adv = tl.load(adv_ptr + row).to(tl.float32)
+        acc_loss = tl.zeros([BLOCK_T], dtype=tl.float32)
+        acc_mask = tl.zeros([BLOCK_T], dtype=tl.float32)
+        acc_kl = tl.zeros([BLOCK_T], dtype=tl.float32)
+        acc_clip = tl.zeros([BLOCK_T], dtype=tl.float32)
+        for start in range(0, T, BLOCK_T):
+            cols = start + tl.arange(0, BLOCK_T)
+            inb = cols < T
+            offs = row * stride_row + cols
+            m = tl.load(mask_ptr + offs, mask=inb, other=0).to(tl.float32)
+            lp = tl.load(logp_ptr + offs, mask=inb, other=0.0).to(tl.float32)
+            old = tl.load(old_ptr + offs, mask=inb, other=0.0).to(tl.float32)
+            ratio = tl.exp(lp - old)
+            clipped_ratio = tl.minimum(tl.maximum(ratio, 1.0 - clip_low), 1.0 + clip_high)
+            l1 = -adv * ratio
+            l2 = -adv * clipped_ratio
+            is_clipped = l2 > l1
+            per_tok = tl.where(is_clipped, l2, l1)
+            grad = tl.where(is_clipped, 0.0, l1)  # d(-A r)/d logp = -A r
+            if HAS_REF:
+                ref = tl.load(ref_ptr + offs, mask=inb, other=0.0).to(tl.float32)
+                d = ref - lp
+                ed = tl.exp(d)
+                kl = ed - d - 1.0
+                per_tok = per_tok + beta * kl
+                grad = grad + beta * (1.0 - ed)
+                acc_kl += m * kl
+            acc_loss += m * per_tok
+            acc_mask += m
+            acc_clip += m * is_clipped.to(tl.float32)
+            tl.store(grad_ptr + offs, m * grad, mask=inb)
+        tl.store(sums_ptr + row * 4 + 0, tl.sum(acc_loss, axis=0))
+        tl.store(sums_ptr + row * 4 + 1, tl.sum(acc_mask, axis=0))
+        tl.store(sums_ptr + row * 4 + 2, tl.sum(acc_kl, axis=0))
+        tl.store(sums_ptr + row * 4 + 3, tl.sum(acc_clip, axis=0))
+
+
+def _token_terms_triton(logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta):
+    """Per-row sums [B, 4] and the masked per-token d l / d logp [B, T] (float32)."""
+    rows, seq = logp.shape
+    grad = torch.empty(rows, seq, dtype=torch.float32, device=logp.device)
+    sums = torch.empty(rows, 4, dtype=torch.float32, device=logp.device)
+    if rows == 0:
+        return sums, grad
+    block = min(1024, next_pow2(seq))
+    _grpo_loss_kernel[(rows,)](
+        logp, old_logp, ref_logp if ref_logp is not None else logp, advantages, mask, grad, sums,
+        logp.stride(0), clip_low, clip_high, beta,
+        T=seq, BLOCK_T=block, HAS_REF=ref_logp is not None, num_warps=4,
+    )
+    return sums, grad
+
+
+def _token_terms_torch(logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta):
+    """Same as the kernel, in torch ops (float32)."""
+    lp = logp.float()
+    m = mask.float()
+    adv = advantages.float().unsqueeze(1)
+    ratio = torch.exp(lp - old_logp.float())
+    l1 = -adv * ratio
+    l2 = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    is_clipped = l2 > l1
+    per_tok = torch.where(is_clipped, l2, l1)
+    grad = torch.where(is_clipped, torch.zeros_like(l1), l1)
+    kl = torch.zeros_like(lp)
+    if ref_logp is not None:
+        d = ref_logp.float() - lp
+        ed = torch.exp(d)
+        kl = ed - d - 1.0
+        per_tok = per_tok + beta * kl
+        grad = grad + beta * (1.0 - ed)
+    sums = torch.stack(
+        [(m * per_tok).sum(1), m.sum(1), (m * kl).sum(1), (m * is_clipped.float()).sum(1)], dim=1
+    )
+    return sums, m * grad
+
+
+_IMPLS = {"triton": _token_terms_triton, "reference": _token_terms_torch}
+
+
+def _reduce(sums: torch.Tensor, grad: torch.Tensor, norm: str):
+    """Loss, metrics and the normalised d loss / d logp from per-row sums."""
+    rows = sums.shape[0]
+    if norm == "token":
+        total = sums[:, 1].sum().clamp_min(1.0)
+        loss = sums[:, 0].sum() / total
+        grad = grad / total
+    else:
+        count = sums[:, 1].clamp_min(1.0)
+        loss = (sums[:, 0] / count).sum() / max(rows, 1)
+        grad = grad / (count.unsqueeze(1) * max(rows, 1))
+    n_tok = sums[:, 1].sum().clamp_min(1.0)
+    metrics = {"kl": sums[:, 2].sum() / n_tok, "clip_ratio": sums[:, 3].sum() / n_tok}
+    return loss, grad, metrics
+
+
+class FusedGRPOLoss(torch.autograd.Function):
+    """Forward computes the loss *and* d loss / d logp; backward scales it by the upstream grad."""
+
+    @staticmethod
+    def forward(ctx, logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta, norm, impl):
+        sums, grad = _IMPLS[impl](logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta)
+        loss, grad, metrics = _reduce(sums, grad, norm)
+        ctx.save_for_backward(grad)
+        ctx.logp_dtype = logp.dtype
+        kl, clip = metrics["kl"], metrics["clip_ratio"]
+        ctx.mark_non_differentiable(kl, clip)
+        return loss, kl, clip
+
+    @staticmethod
+    def backward(ctx, g_loss, _g_kl, _g_clip):
+        (grad,) = ctx.saved_tensors
+        g = None if g_loss is None else (grad * g_loss).to(ctx.logp_dtype)
+        return g, None, None, None, None, None, None, None, None, None
+
+
+def _check(logp, old_logp, ref_logp, advantages, mask, norm):
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be [B, T], got {tuple(logp.shape)}")
+    for name, t in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask)):
+        if t is not None and t.shape != logp.shape:
+            raise ValueError(f"{name} {tuple(t.shape)} must match logp {tuple(logp.shape)}")
+    if advantages.shape != (logp.shape[0],):
+        raise ValueError(f"advantages {tuple(advantages.shape)} must be [B] = [{logp.shape[0]}]")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def grpo_token_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+    beta: float = 0.0,
+    norm: str = "token",
+    *,
+    clip_eps_high: float | None = None,
+    backend: str | None = None,
+):
+    """GRPO loss (scalar, differentiable w.r.t. ``logp``) and detached metrics ``{kl, clip_ratio}``.
+
+    ``logp``, ``old_logp``, ``ref_logp`` [B, T] per-token log-probs (``ref_logp`` may be None when
+    ``beta`` is 0: no KL term, ``kl`` metric 0); ``advantages`` [B]; ``mask`` [B, T] (1 = completion
+    token, 0 = prompt or padding; bool or number). ``clip_eps_high`` (default ``clip_eps``) gives
+    DAPO's asymmetric clip. With ``old_logp == logp.detach()`` (one optimiser step per batch) the
+    ratio is 1 and the gradient is the plain policy gradient.
+    """
+    _check(logp, old_logp, ref_logp, advantages, mask, norm)
+    if beta != 0.0 and ref_logp is None:
+        raise ValueError("beta > 0 needs ref_logp")
+    impl = resolve_backend(logp.device, backend)
+    ref = ref_logp.detach().contiguous() if (ref_logp is not None and beta != 0.0) else None
+    loss, kl, clip = FusedGRPOLoss.apply(
+        logp.contiguous(),
+        old_logp.detach().contiguous(),
+        ref,
+        advantages.detach().contiguous(),
+        mask.detach().to(torch.float32).contiguous(),
+        float(clip_eps),
+        float(clip_eps if clip_eps_high is None else clip_eps_high),
+        float(beta),
+        norm,
+        impl,
+    )
+    return loss, {"kl": kl.detach(), "clip_ratio": clip.detach()}
+
+
+def grpo_token_loss_reference(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0,
+                              norm="token", *, clip_eps_high=None):
+    """The torch reference through the same autograd.Function (what the CPU path runs)."""
+    return grpo_token_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps, beta, norm,
+                           clip_eps_high=clip_eps_high, backend="reference")
+
+
+def grpo_token_loss_naive(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0,
+                          norm="token", *, clip_eps_high=None):
+    """Plain autograd formula, written independently of the kernel: the tests' ground truth."""
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    m = mask.float()
+    ratio = torch.exp(logp.float() - old_logp.float())
+    adv = advantages.float().unsqueeze(1)
+    pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip_eps, 1 + high))
+    per_tok = pg
+    kl = torch.zeros_like(pg)
+    if beta != 0.0:
+        d = ref_logp.float() - logp.float()
+        kl = torch.exp(d) - d - 1
+        per_tok = pg + beta * kl
+    if norm == "token":
+        loss = (per_tok * m).sum() / m.sum().clamp_min(1)
+    else:
+        loss = ((per_tok * m).sum(1) / m.sum(1).clamp_min(1)).mean()
+    clipped = ((-adv * torch.clamp(ratio, 1 - clip_eps, 1 + high)) > (-adv * ratio)).float()
+    n = m.sum().clamp_min(1)
+    return loss, {"kl": ((kl * m).sum() / n).detach(), "clip_ratio": ((clipped * m).sum() / n).detach()}

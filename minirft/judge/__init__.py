@@ -1,0 +1,56 @@
+"""The LLM judge: rubric (P(yes) per criterion) and preference (swap-averaged A vs B) modes.
+
+``build_judge(cfg)`` returns an object with the protocol of :mod:`minirft.judge.base`. Models load
+lazily on the first call and stay loaded, so calling ``score_groups`` every training step is cheap.
+"""
+
+from __future__ import annotations
+
+from minirft.errors import MinirftError
+from minirft.judge.base import Judge, PairVerdict, Score
+from minirft.recipe import JudgeConfig
+
+__all__ = ["build_judge", "Judge", "PairVerdict", "Score"]
+
+
+def build_judge(cfg: JudgeConfig, *, defended: bool = True) -> "Judge":
+    """A judge for ``cfg``. ``defended=False`` drops the prompt-injection defences (benchmarks only)."""
+    from minirft.judge.core import GroupJudge
+    from minirft.judge.prompts import Layout, detect_format
+
+    if cfg.backend == "torch":
+        raise MinirftError("judge.backend: torch is not available yet (it comes with the kernels); "
+                           "use llama_cpp or http")
+    if cfg.backend == "http":
+        from minirft.judge.http import HttpEvaluator
+
+        fmt = "plain" if cfg.prompt_format == "auto" else cfg.prompt_format
+        return GroupJudge(cfg, HttpEvaluator(cfg.http, cfg.model), Layout(cfg, fmt, defended))
+
+    from minirft.judge.llama import LlamaEvaluator
+    from minirft.models import resolve_model
+
+    model = resolve_model(cfg.model)
+    if not model.is_gguf:
+        raise MinirftError(f"judge.model '{cfg.model}': the llama_cpp backend needs a .gguf file "
+                           "(a Hugging Face folder needs backend: torch)")
+    ev = LlamaEvaluator(str(model.path), n_ctx=cfg.n_ctx, n_batch=cfg.n_batch, n_threads=cfg.n_threads,
+                        n_gpu_layers=cfg.n_gpu_layers, max_seqs=cfg.max_seqs, deterministic=cfg.deterministic)
+    fmt = cfg.prompt_format
+    if fmt == "auto":
+        fmt = detect_format(_chat_template(model.path))
+    return GroupJudge(cfg, ev, Layout(cfg, fmt, defended))
+
+
+def _chat_template(path) -> str:
+    """The GGUF's chat template, read from its metadata without loading the weights."""
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        field = reader.fields.get("tokenizer.chat_template")
+        if field is None:
+            return ""
+        return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
+    except Exception:  # noqa: BLE001 - an unreadable template means plain text prompts
+        return ""

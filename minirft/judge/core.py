@@ -1,0 +1,246 @@
+"""Rubric and preference judging on top of any backend that can read label probabilities.
+
+A backend (an :class:`Evaluator`) answers one question: for each query (a tuple of prompt
+segments), what is the probability of each label class at the verdict position, and, for queries
+that ask for it, what does greedy decoding continue with. Everything else — prompt layout,
+rubric math, swaps, pairs, calibration, retries — lives here, once, for every backend.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from minirft.data import PromptRow
+from minirft.errors import MinirftError
+from minirft.judge.base import PairVerdict, Score
+from minirft.judge.engine import Query
+from minirft.judge.prompts import Layout
+from minirft.judge import scoring
+from minirft.recipe import JudgeConfig
+
+CHARS_PER_TOKEN = 4  # candidates are clipped to judge.max_candidate_tokens × this many characters
+
+
+class Evaluation:
+    """What a backend returns per query."""
+
+    __slots__ = ("probs", "text")
+
+    def __init__(self, probs: np.ndarray | None, text: str = "") -> None:
+        self.probs = probs
+        self.text = text
+
+
+class Evaluator(Protocol):
+    def evaluate(self, queries: Sequence[Query], classes: Sequence[tuple[str, ...]]) -> list[Evaluation]:
+        """Per query: probabilities over ``classes`` (each a tuple of surface forms) and generated text."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class GroupJudge:
+    """The :class:`minirft.judge.base.Judge` protocol over an :class:`Evaluator`."""
+
+    def __init__(self, cfg: JudgeConfig, evaluator: Evaluator, layout: Layout) -> None:
+        self.cfg = cfg
+        self.mode = cfg.mode
+        self.evaluator = evaluator
+        self.layout = layout
+        self.last_seconds = 0.0  # wall time of the last score_groups call (the trainer logs it)
+
+    # ------------------------------------------------------------------------------ helpers
+    def _clip(self, text: str) -> str:
+        limit = self.cfg.max_candidate_tokens * CHARS_PER_TOKEN
+        return text if len(text) <= limit else text[:limit] + " […]"
+
+    def _flags(self, groups, rationales) -> list[list[bool]]:
+        policy = self.cfg.rationales
+        if policy == "none":
+            return [[False] * len(g) for g in groups]
+        if policy == "all":
+            return [[True] * len(g) for g in groups]
+        if isinstance(rationales, bool):
+            return [[rationales] * len(g) for g in groups]
+        return [[bool(f) for f in flags] for flags in rationales]
+
+    def _retrying(self, fn, *args):
+        last: Exception | None = None
+        for _ in range(self.cfg.retries + 1):
+            try:
+                return fn(*args)
+            except MinirftError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any backend failure is retried, then reported
+                last = exc
+        raise last  # type: ignore[misc]
+
+    # ------------------------------------------------------------------------------ protocol
+    def score_groups(self, rows: Sequence[PromptRow], groups: Sequence[Sequence[str]],
+                     rationales: Sequence[Sequence[bool]] | bool = False) -> list[list[Score]]:
+        if len(rows) != len(groups):
+            raise ValueError(f"score_groups: {len(rows)} rows but {len(groups)} groups")
+        flags = self._flags(groups, rationales)
+        start = time.perf_counter()
+        try:
+            try:
+                return self._retrying(self._score, list(rows), list(groups), flags)
+            except MinirftError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                if len(rows) == 1:
+                    return [[Score(reward=None, error=_describe(exc)) for _ in groups[0]]]
+            out = []  # one row at a time, so one bad row does not cost the others their scores
+            for row, group, f in zip(rows, groups, flags):
+                try:
+                    out += self._retrying(self._score, [row], [group], [f])
+                except MinirftError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    out.append([Score(reward=None, error=_describe(exc)) for _ in group])
+            return out
+        finally:
+            self.last_seconds = time.perf_counter() - start
+
+    def compare(self, row: PromptRow, a: str, b: str, rationale: bool = False) -> PairVerdict:
+        return self.compare_many([row], [(a, b)], rationale)[0]
+
+    def compare_many(self, rows: Sequence[PromptRow], pairs: Sequence[tuple[str, str]],
+                     rationale: bool = False) -> list[PairVerdict]:
+        """Several (A, B) preferences in one batch; raises after the retries (no reward to void here)."""
+        if self.mode != "preference":
+            raise MinirftError("judge.compare needs judge.mode: preference")
+        want = rationale and self.cfg.rationales != "none" or self.cfg.rationales == "all"
+        return self._retrying(self._compare, list(rows), list(pairs), want)
+
+    def close(self) -> None:
+        self.evaluator.close()
+
+    # ------------------------------------------------------------------------------ rubric
+    def _score(self, rows, groups, flags) -> list[list[Score]]:
+        if self.mode == "preference":
+            return self._preference(rows, groups, flags)
+        return self._rubric(rows, groups, flags)
+
+    def _classes(self) -> list[tuple[str, ...]]:
+        s = self.cfg.scale
+        if s:
+            return [scoring.variants(str(k)) for k in range(s.min, s.max + 1)]
+        return [scoring.YES_VARIANTS, scoring.NO_VARIANTS]
+
+    def _value(self, probs: np.ndarray) -> float:
+        s = self.cfg.scale
+        return scoring.expected_scale(probs, s.min, s.max) if s else float(probs[0])
+
+    def _rubric(self, rows, groups, flags) -> list[list[Score]]:
+        L, cfg = self.layout, self.cfg
+        header = L.header()
+        queries: list[Query] = []
+        where: list[tuple] = []
+        for i, (row, group) in enumerate(zip(rows, groups)):
+            row_seg = L.row(row)
+            for j, cand in enumerate(group):
+                resp = L.response(self._clip(cand))
+                for c in cfg.criteria:
+                    queries.append(Query((header, row_seg, resp, L.criterion_cue(c.question))))
+                    where.append(("crit", i, j, c.name))
+                if flags[i][j]:
+                    queries.append(Query((header, row_seg, resp, L.rationale_cue()),
+                                         generate=cfg.rationale_max_tokens))
+                    where.append(("why", i, j, None))
+            if cfg.content_free_calibration and not cfg.scale:
+                empty = L.response("")
+                for c in cfg.criteria:
+                    queries.append(Query((header, row_seg, empty, L.criterion_cue(c.question))))
+                    where.append(("empty", i, None, c.name))
+        results = self.evaluator.evaluate(queries, self._classes())
+        crit = [[{} for _ in g] for g in groups]
+        why = [[None for _ in g] for g in groups]
+        empty_p: dict[tuple[int, str], float] = {}
+        for (kind, i, j, name), res in zip(where, results):
+            if kind == "crit":
+                crit[i][j][name] = self._value(res.probs)
+            elif kind == "why":
+                why[i][j] = res.text
+            else:
+                empty_p[(i, name)] = float(res.probs[0])
+        weights = {c.name: c.weight for c in cfg.criteria}
+        gates = {c.name for c in cfg.criteria if c.gate}
+        out = []
+        for i, group in enumerate(groups):
+            scores = []
+            for j in range(len(group)):
+                ps = crit[i][j]
+                if empty_p:
+                    ps = {n: scoring.calibrate(p, empty_p[(i, n)]) for n, p in ps.items()}
+                scores.append(Score(reward=scoring.rubric_reward(ps, weights, gates), criteria=ps,
+                                    rationale=why[i][j]))
+            out.append(scores)
+        return out
+
+    # ------------------------------------------------------------------------------ preference
+    def _pair_queries(self, header, row_seg, a: str, b: str) -> list[Query]:
+        L = self.layout
+        ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
+        ra2, rb2 = L.response(self._clip(b), "A"), L.response(self._clip(a), "B")
+        return [Query((header, row_seg, ra, rb + L.preference_cue())),
+                Query((header, row_seg, ra2, rb2 + L.preference_cue()))]
+
+    def _preference(self, rows, groups, flags) -> list[list[Score]]:
+        L, cfg = self.layout, self.cfg
+        header = L.header()
+        queries: list[Query] = []
+        plan = []
+        for i, (row, group) in enumerate(zip(rows, groups)):
+            row_seg = L.row(row)
+            seed = zlib.crc32(row.prompt.encode("utf-8"))
+            pairs = scoring.choose_pairs(len(group), cfg.max_pairs_per_group, seed=seed)
+            first = len(queries)
+            for a, b in pairs:
+                queries += self._pair_queries(header, row_seg, group[a], group[b])
+            whys = []
+            for j, cand in enumerate(group):
+                if flags[i][j]:
+                    whys.append((j, len(queries)))
+                    queries.append(Query((header, row_seg, L.response(self._clip(cand)), L.rationale_cue()),
+                                         generate=cfg.rationale_max_tokens))
+            plan.append((pairs, first, whys))
+        results = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
+        out = []
+        for (pairs, first, whys), group in zip(plan, groups):
+            p_first = [scoring.swap_average(float(results[first + 2 * k].probs[0]),
+                                            float(results[first + 2 * k + 1].probs[0])) for k in range(len(pairs))]
+            rates = scoring.win_rates(len(group), pairs, p_first)
+            text = dict((j, results[q].text) for j, q in whys)
+            out.append([Score(reward=0.5 if r is None else r, rationale=text.get(j))
+                        for j, r in enumerate(rates)])
+        return out
+
+    def _compare(self, rows, pairs, rationale: bool) -> list[PairVerdict]:
+        L = self.layout
+        header = L.header()
+        queries: list[Query] = []
+        for row, (a, b) in zip(rows, pairs):
+            row_seg = L.row(row)
+            queries += self._pair_queries(header, row_seg, a, b)
+            if rationale:
+                ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
+                queries.append(Query((header, row_seg, ra, rb + L.rationale_cue()),
+                                     generate=self.cfg.rationale_max_tokens))
+        res = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
+        step = 3 if rationale else 2
+        out = []
+        for k in range(len(pairs)):
+            r = res[k * step:(k + 1) * step]
+            p_first, p_b_first = float(r[0].probs[0]), float(r[1].probs[0])
+            out.append(PairVerdict(p_a=scoring.swap_average(p_first, p_b_first), p_a_first=p_first,
+                                   p_a_second=1.0 - p_b_first, rationale=r[2].text if rationale else None))
+        return out
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,204 @@
+"""Judge agreement with people: run a recipe's judge on labelled rows and measure it.
+
+Label files are JSONL, one of two shapes (the shape is detected per file):
+
+- pairwise: ``{"prompt" | "messages", "chosen", "rejected"}`` — a person preferred ``chosen``.
+- rubric: ``{"prompt" | "messages", "response", "labels": {criterion: true/false}}``.
+
+Pairwise rows are judged in both orders (the judge's ``compare``). Which response counts as "A" for
+κ and calibration is drawn per row with a fixed seed, so the label is not constant.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+from minirft.data import PromptRow, iter_jsonl, parse_row
+from minirft.errors import MinirftError
+from minirft.trust.stats import (Platt, accuracy, cohen_kappa, expected_calibration_error, fit_platt,
+                                 reliability_table)
+
+
+@dataclass
+class LabelledPair:
+    row: PromptRow
+    chosen: str
+    rejected: str
+
+
+@dataclass
+class LabelledResponse:
+    row: PromptRow
+    response: str
+    labels: dict[str, bool]
+
+
+def load_labels(path: str | Path) -> tuple[Literal["pairwise", "rubric"], list]:
+    items: list = []
+    shape = None
+    for lineno, obj in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        this = "pairwise" if "chosen" in obj else "rubric" if "labels" in obj else None
+        if this is None:
+            raise MinirftError(f"{where}: a label row needs `chosen` and `rejected` (pairwise) "
+                               "or `response` and `labels` (rubric)")
+        if shape and this != shape:
+            raise MinirftError(f"{where}: {this} row in a {shape} label file (one shape per file)")
+        shape = this
+        base = {k: v for k, v in obj.items() if k in ("prompt", "messages", "reference")}
+        row = parse_row(base, where, lineno)
+        if this == "pairwise":
+            if not isinstance(obj.get("chosen"), str) or not isinstance(obj.get("rejected"), str):
+                raise MinirftError(f"{where}: `chosen` and `rejected` must be strings")
+            items.append(LabelledPair(row, obj["chosen"], obj["rejected"]))
+        else:
+            labels = obj.get("labels")
+            if not isinstance(obj.get("response"), str):
+                raise MinirftError(f"{where}: `response` must be a string")
+            if not isinstance(labels, dict) or not labels or not all(isinstance(v, bool) for v in labels.values()):
+                raise MinirftError(f"{where}: `labels` must map criterion names to true/false")
+            items.append(LabelledResponse(row, obj["response"], labels))
+    if not items:
+        raise MinirftError(f"{path}: no label rows")
+    return shape, items
+
+
+@dataclass
+class Agreement:
+    n: int
+    accuracy: float
+    kappa: float
+    ece: float
+    reliability: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class CalibrationReport:
+    shape: str
+    n: int
+    overall: Agreement
+    # pairwise only
+    swap_consistency: float | None = None
+    accuracy_first_position_only: float | None = None
+    # rubric only: per criterion
+    criteria: dict[str, Agreement] = field(default_factory=dict)
+    fitted: dict[str, dict] = field(default_factory=dict)
+    # (P, label) pairs behind `overall`, for plots and fits
+    points: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    criterion_points: dict[str, list[tuple[float, int]]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("points")
+        d.pop("criterion_points")
+        return d
+
+
+def _agreement(points: list[tuple[float, int]]) -> Agreement:
+    probs = [p for p, _ in points]
+    labels = [y for _, y in points]
+    preds = [int(p > 0.5) for p in probs]
+    table = [asdict(b) for b in reliability_table(probs, labels)]
+    return Agreement(len(points), accuracy(labels, preds), cohen_kappa(labels, preds),
+                     expected_calibration_error(probs, labels), table)
+
+
+def calibrate(judge, shape: str, items: list, seed: int = 0,
+              progress: Callable[[int, int], None] | None = None) -> CalibrationReport:
+    """Score every labelled item with ``judge`` and measure agreement with the labels."""
+    rng = random.Random(seed)
+    if shape == "pairwise":
+        points, consistent, first_only = [], [], []
+        for i, item in enumerate(items):
+            v = judge.compare(item.row, item.chosen, item.rejected)
+            # v.p_a = swap-averaged P(chosen better); the two single-order verdicts on their own:
+            consistent.append((v.p_a_first > 0.5) == (v.p_a_second > 0.5))
+            first_only.append(float(v.p_a_first > 0.5))  # chosen shown first
+            first_only.append(float(v.p_a_second > 0.5))  # chosen shown second
+            chosen_is_a = rng.random() < 0.5
+            points.append((v.p_a if chosen_is_a else 1.0 - v.p_a, int(chosen_is_a)))
+            if progress:
+                progress(i + 1, len(items))
+        report = CalibrationReport(shape, len(items), _agreement(points),
+                                   swap_consistency=sum(consistent) / len(consistent),
+                                   accuracy_first_position_only=sum(first_only) / len(first_only))
+        report.points = points
+        return report
+
+    per: dict[str, list[tuple[float, int]]] = {}
+    for i, item in enumerate(items):
+        score = judge.score_groups([item.row], [[item.response]])[0][0]
+        if score.reward is None:
+            raise MinirftError(f"line {item.row.line}: the judge failed: {score.error}")
+        for name, label in item.labels.items():
+            if name not in score.criteria:
+                raise MinirftError(f"line {item.row.line}: label for unknown criterion '{name}' "
+                                   f"(the recipe's criteria: {', '.join(score.criteria)})")
+            per.setdefault(name, []).append((score.criteria[name], int(label)))
+        if progress:
+            progress(i + 1, len(items))
+    everything = [pt for pts in per.values() for pt in pts]
+    report = CalibrationReport(shape, len(items), _agreement(everything),
+                               criteria={k: _agreement(v) for k, v in per.items()})
+    report.points = everything
+    report.criterion_points = per
+    return report
+
+
+def fit(report: CalibrationReport) -> dict[str, Platt]:
+    """Platt scaling: one (a, b) for preference, one per criterion for rubric."""
+    if report.shape == "pairwise":
+        return {"preference": fit_platt([p for p, _ in report.points], [y for _, y in report.points])}
+    return {name: fit_platt([p for p, _ in pts], [y for _, y in pts])
+            for name, pts in report.criterion_points.items()}
+
+
+def calibration_path(recipe_source: Path) -> Path:
+    """Where `--fit` saves its parameters: next to the recipe, `<recipe>.calibration.json`."""
+    return recipe_source.with_name(recipe_source.stem + ".calibration.json")
+
+
+def save_calibration(path: Path, fitted: dict[str, Platt], labels_file: str, n: int) -> None:
+    from minirft.atomic import write_text
+
+    write_text(path, json.dumps({"fitted_on": labels_file, "n": n,
+                                 "platt": {k: {"a": v.a, "b": v.b} for k, v in fitted.items()}}, indent=2) + "\n")
+
+
+def load_calibration(path: Path) -> dict[str, Platt]:
+    try:
+        data = json.loads(Path(path).read_text())
+        return {k: Platt(float(v["a"]), float(v["b"])) for k, v in data["platt"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MinirftError(f"{path}: not a calibration file written by `minirft calibrate --fit` ({exc})") from None
+
+
+def plot_reliability(report: CalibrationReport, path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MinirftError("--plot needs matplotlib: pip install matplotlib") from None
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    series = {"all": report.overall} if report.shape == "pairwise" else {"all": report.overall, **report.criteria}
+    for name, agreement in series.items():
+        pts = [(b["mean_confidence"], b["frequency"]) for b in agreement.reliability if b["count"]]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=f"{name} (ECE {agreement.ece:.3f})")
+    ax.set_xlabel("judge probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

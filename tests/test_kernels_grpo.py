@@ -1,0 +1,84 @@
+"""grpo_token_loss: fused ratio/clip/k3-KL/mask/normalisation vs an independent autograd formula."""
+
+import pytest
+import torch
+
+from kernels_fixtures import REL_TOL, assert_rel, kernel_cases, make_generator, poisoned_empty  # noqa: F401
+from minirft_kernels import grpo_token_loss
+from minirft_kernels.ops.grpo_loss import grpo_token_loss_naive
+
+
+def _inputs(b, t, dtype, device, seed=0, bool_mask=False):
+    g = make_generator(seed)
+    logp = (torch.randn(b, t, generator=g) * 0.5 - 2.0).to(dtype)
+    # Old/ref log-probs 0.3 nats away: ratios e^{+-0.3} so that some tokens clip on each side.
+    old = logp.float() + 0.3 * torch.randn(b, t, generator=g)
+    ref = logp.float() + 0.3 * torch.randn(b, t, generator=g)
+    adv = torch.randn(b, generator=g)
+    mask = torch.rand(b, t, generator=g) > 0.3
+    mask[0, t // 2 :] = False  # a right-padded completion
+    if b > 2:
+        mask[2] = False  # an empty completion: contributes nothing, must not divide by zero
+    mask = mask if bool_mask else mask.float()
+    g_up = torch.rand((), generator=g) + 0.5  # shared upstream gradient
+    return [x.to(device) for x in (logp, old, ref, adv, mask, g_up)]
+
+
+CONFIGS = [  # (clip_eps, clip_eps_high, beta, norm)
+    (0.2, None, 0.04, "token"),
+    (0.2, None, 0.04, "sequence"),
+    (0.2, 0.28, 0.0, "token"),  # DAPO asymmetric clip, no KL
+    (0.1, None, 0.5, "sequence"),
+]
+
+
+@pytest.mark.parametrize("device,backend", kernel_cases())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("bt", [(3, 17), (2, 1100)], ids=["3x17", "2x1100"])  # 1100 > one T block
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"eps{c[0]}-{c[1]}-beta{c[2]}-{c[3]}")
+def test_loss_grad_and_metrics_match_autograd(device, backend, dtype, bt, cfg, poisoned_empty):
+    clip, clip_high, beta, norm = cfg
+    logp, old, ref, adv, mask, g_up = _inputs(*bt, dtype, device, bool_mask=(norm == "sequence"))
+    ref_arg = ref if beta else None
+    lk = logp.clone().requires_grad_()
+    loss, metrics = grpo_token_loss(lk, old, ref_arg, adv, mask, clip, beta, norm,
+                                    clip_eps_high=clip_high, backend=backend)
+    (g,) = torch.autograd.grad(loss * g_up, (lk,))
+    assert g.dtype == dtype and loss.dim() == 0
+
+    lr = logp.float().requires_grad_()
+    loss_r, metrics_r = grpo_token_loss_naive(lr, old, ref_arg, adv, mask, clip, beta, norm,
+                                              clip_eps_high=clip_high)
+    (g_r,) = torch.autograd.grad(loss_r * g_up, (lr,))
+
+    # Inputs are the same values in both; only bf16 storage of the gradient differs.
+    tol = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    assert abs(loss.item() - loss_r.item()) <= 1e-5 * max(1.0, abs(loss_r.item()))
+    assert_rel(g.float(), g_r, tol, "d logp")
+    assert abs(metrics["kl"].item() - metrics_r["kl"].item()) < 1e-5
+    assert abs(metrics["clip_ratio"].item() - metrics_r["clip_ratio"].item()) < 1e-6
+    assert 0 < metrics["clip_ratio"].item() < 1
+    assert not metrics["kl"].requires_grad
+    assert (g.float()[mask == 0] == 0).all()  # masked tokens get no gradient
+
+
+@pytest.mark.parametrize("device,backend", kernel_cases())
+def test_on_policy_gradient_is_plain_policy_gradient(device, backend):
+    """old_logp == logp: ratio 1, nothing clipped, d loss / d logp = -A m / sum(m)."""
+    logp, _, _, adv, mask, _ = _inputs(3, 17, torch.float32, device, seed=3)
+    lk = logp.clone().requires_grad_()
+    loss, metrics = grpo_token_loss(lk, logp, None, adv, mask, 0.2, 0.0, "token", backend=backend)
+    (g,) = torch.autograd.grad(loss, (lk,))
+    expected = -adv[:, None] * mask / mask.sum()
+    assert_rel(g, expected, 1e-6, "d logp")
+    assert metrics["clip_ratio"].item() == 0.0 and metrics["kl"].item() == 0.0
+
+
+def test_bad_arguments_are_rejected():
+    z = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="advantages"):
+        grpo_token_loss(z, z, z, torch.zeros(3), z)
+    with pytest.raises(ValueError, match="norm"):
+        grpo_token_loss(z, z, z, torch.zeros(2), z, norm="batch")
+    with pytest.raises(ValueError, match="ref_logp"):
+        grpo_token_loss(z, z, None, torch.zeros(2), z, beta=0.1)

@@ -1,0 +1,86 @@
+"""`minirft calibrate` end to end with a scripted judge whose behaviour (and so every number) is known."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from minirft.cli import cli
+from minirft.judge.base import PairVerdict, Score
+from minirft.trust import cli as trust_cli
+from minirft.trust.calibrate import load_calibration
+
+
+class ScriptedJudge:
+    """Prefers the response containing 'good'; shown first it is 0.9 sure, shown second 0.7 (position bias)."""
+
+    mode = "preference"
+    closed = False
+
+    def compare(self, row, a, b, rationale=False):
+        a_good = "good" in a
+        first = 0.9 if a_good else 0.3  # P(A better | A first): biased towards the first position
+        second = 0.7 if a_good else 0.1  # P(A better | A second)
+        return PairVerdict((first + second) / 2, first, second)
+
+    def score_groups(self, rows, groups, rationales=False):
+        return [[Score(reward=p, criteria={"polite": p, "on_topic": 1 - p})
+                 for p in (0.8 if "please" in c else 0.2 for c in g)] for g in groups]
+
+    def close(self):
+        ScriptedJudge.closed = True
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    monkeypatch.setattr(trust_cli, "make_judge", lambda cfg: ScriptedJudge())
+
+
+def recipe(tmp_path, mode):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
+    crit = "  criteria:\n    - {name: polite, question: 'Polite?'}\n    - {name: on_topic, question: 'On topic?'}\n"
+    p = tmp_path / "r.yaml"
+    p.write_text(f"name: r\njudge:\n  mode: {mode}\n{crit}data:\n  path: p.jsonl\n")
+    return p
+
+
+def test_pairwise_report(tmp_path, scripted):
+    rows = [{"prompt": f"q{i}", "chosen": "a good answer", "rejected": "a bad answer"} for i in range(8)]
+    rows += [{"prompt": "q", "chosen": "meh", "rejected": "good but wrong"} for _ in range(2)]
+    labels = tmp_path / "pairs.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(cli, ["calibrate", str(recipe(tmp_path, "preference")), str(labels), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["n"] == 10 and report["overall"]["accuracy"] == pytest.approx(0.8)
+    # single-order verdicts: "good" shown first 0.9 / second 0.7 -> both > .5, so every verdict survives the swap
+    assert report["swap_consistency"] == 1.0 and report["accuracy_first_position_only"] == pytest.approx(0.8)
+    assert ScriptedJudge.closed
+
+
+def test_rubric_report_fit_and_plot(tmp_path, scripted):
+    rows = [{"prompt": "q", "response": "yes please", "labels": {"polite": True, "on_topic": False}},
+            {"prompt": "q", "response": "no", "labels": {"polite": False, "on_topic": False}},
+            {"prompt": "q", "response": "please", "labels": {"polite": False, "on_topic": True}}]
+    labels = tmp_path / "rub.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = recipe(tmp_path, "rubric")
+    png = tmp_path / "rel.png"
+    res = CliRunner().invoke(cli, ["calibrate", str(r), str(labels), "--fit", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "polite" in res.stdout and "on_topic" in res.stdout
+    polite_line = next(line for line in res.stdout.splitlines() if line.startswith("polite"))
+    assert polite_line.split()[1:3] == ["3", "0.667"]  # n=3, two of three right
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    fitted = load_calibration(tmp_path / "r.calibration.json")
+    assert set(fitted) == {"polite", "on_topic"}
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, scripted):
+    labels = tmp_path / "pairs.jsonl"
+    labels.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q"}\n')
+    res = CliRunner().invoke(cli, ["calibrate", str(recipe(tmp_path, "preference")), str(labels)])
+    assert res.exit_code == 1 and res.output.strip().startswith(f"Error: {labels}:2: a label row needs")
+    labels.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    res = CliRunner().invoke(cli, ["calibrate", str(recipe(tmp_path, "rubric")), str(labels)])
+    assert res.exit_code == 1 and "add the override judge.mode=preference" in res.output
