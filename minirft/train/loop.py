@@ -195,10 +195,11 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
     argv = list(argv if argv is not None else sys.argv)
+    recipe = absolutise(recipe)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Rewritten on resume too, so an extension (`--resume DIR training.steps=40`) survives the next resume.
+    write_text(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
     if not resume:
-        recipe = absolutise(recipe)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
         write_text(run_dir / "command.txt", " ".join(argv) + "\n")
 
     seed_everything(tr.seed)
