@@ -1,0 +1,145 @@
+"""Rule-based rewards: the recipe's ``rewards`` list turned into plain TRL-style callables.
+
+Every reward is ``fn(prompts, completions, **columns) -> list[float | None]``: one value per
+completion, ``None`` meaning "not applicable / could not score" (the sample simply gets no
+contribution from this reward). ``columns`` are the prompt rows' extra fields by name, one value per
+completion (``reference`` among them), which is exactly what a user's own ``python`` reward receives.
+
+Why plain callables: a rule check and a user's function are then the same kind of thing, testable
+without a model, and the trainer only has to combine lists of numbers with the recipe's weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from minirft.errors import MinirftError
+from minirft.recipe import ExactMatchReward, LengthReward, PythonReward, RegexReward
+
+RewardFn = Callable[..., list]
+
+
+@dataclass(frozen=True)
+class NamedReward:
+    name: str
+    weight: float
+    fn: RewardFn
+
+
+def _normalise(text: str) -> str:
+    """Compare answers loosely: case, surrounding spaces/punctuation, thousands separators, '7.0' == '7'."""
+    t = text.strip().strip(".!?,;:").strip().lower().replace(",", "")
+    try:
+        value = float(t)
+        if math.isfinite(value) and value == int(value):
+            return str(int(value))
+        return repr(value)
+    except ValueError:
+        return t
+
+
+def exact_match(cfg: ExactMatchReward) -> RewardFn:
+    pattern = re.compile(cfg.extract, re.DOTALL) if cfg.extract else None
+
+    def reward(prompts: Sequence[str], completions: Sequence[str], reference: Sequence[Any] | None = None,
+               **_: Any) -> list[float | None]:
+        if reference is None:
+            return [None] * len(completions)
+        out: list[float | None] = []
+        for completion, ref in zip(completions, reference):
+            if ref is None:
+                out.append(None)
+                continue
+            answer: str | None = completion
+            if pattern is not None:
+                m = pattern.search(completion)
+                answer = (m.group(1) if m.groups() else m.group(0)) if m else None
+            out.append(float(answer is not None and _normalise(answer) == _normalise(str(ref))))
+        return out
+
+    return reward
+
+
+def regex(cfg: RegexReward) -> RewardFn:
+    try:
+        pattern = re.compile(cfg.pattern, re.DOTALL)
+    except re.error as exc:
+        raise MinirftError(f"rewards: regex '{cfg.name}': invalid pattern {cfg.pattern!r} ({exc})") from None
+
+    def reward(prompts: Sequence[str], completions: Sequence[str], **_: Any) -> list[float | None]:
+        return [float(bool(pattern.search(c)) != cfg.negate) for c in completions]
+
+    return reward
+
+
+def length(cfg: LengthReward) -> RewardFn:
+    def reward(prompts: Sequence[str], completions: Sequence[str], **_: Any) -> list[float | None]:
+        out = []
+        for c in completions:
+            n = len(c.strip())
+            miss = max(cfg.min_chars - n, n - cfg.max_chars, 0)
+            out.append(max(0.0, 1.0 - miss / cfg.slack))
+        return out
+
+    return reward
+
+
+def load_callable(path: str) -> RewardFn:
+    """``package.module:function`` or ``package.module.function`` → the function."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MinirftError(f"rewards: python function '{path}': cannot import module '{module_name}' ({exc})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise MinirftError(f"rewards: python function '{path}': module '{module_name}' has no '{attr}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise MinirftError(f"rewards: python function '{path}' is not callable")
+    return obj
+
+
+def build_rewards(configs: Sequence[Any]) -> list[NamedReward]:
+    """The recipe's ``rewards`` list as named, weighted callables (names must be unique)."""
+    out: list[NamedReward] = []
+    for i, cfg in enumerate(configs):
+        if isinstance(cfg, ExactMatchReward):
+            fn = exact_match(cfg)
+        elif isinstance(cfg, RegexReward):
+            fn = regex(cfg)
+        elif isinstance(cfg, LengthReward):
+            fn = length(cfg)
+        elif isinstance(cfg, PythonReward):
+            fn = load_callable(cfg.function)
+        else:  # pragma: no cover - the schema only admits the four types above
+            raise MinirftError(f"rewards.{i}: unknown reward type {type(cfg).__name__}")
+        name = cfg.name or getattr(fn, "__name__", f"reward{i}")
+        if name == "judge" or any(r.name == name for r in out):
+            raise MinirftError(f"rewards.{i}: reward name '{name}' is used twice (or is the reserved 'judge')")
+        out.append(NamedReward(name, cfg.weight, fn))
+    return out
+
+
+def call_reward(reward: NamedReward, prompts: Sequence[str], completions: Sequence[str],
+                columns: dict[str, list]) -> list[float | None]:
+    """Run one reward; check its answer's length and turn NaN/inf into None (not applicable)."""
+    values = reward.fn(list(prompts), list(completions), **columns)
+    if len(values) != len(completions):
+        raise MinirftError(
+            f"reward '{reward.name}' returned {len(values)} values for {len(completions)} completions"
+        )
+    out: list[float | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        v = float(v)
+        out.append(v if math.isfinite(v) else None)
+    return out

@@ -1,0 +1,84 @@
+"""`minirft train`: a thin command over :func:`minirft.train.loop.train`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from minirft.errors import MinirftError
+
+
+@click.command("train", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("args", nargs=-1)
+@click.option("--resume", "resume", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
+              help="Continue a run from its last complete checkpoint (its recipe.resolved.yaml is used).")
+@click.option("--tui", is_flag=True, help="Train in a child process and watch it live in the terminal UI.")
+@click.option("--run-dir", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="Exact run directory (default: <recipe.run_dir>/<name>-<YYYYmmdd-HHMMSS>).")
+def train_command(args: tuple[str, ...], resume: Path | None, tui: bool, run_dir: Path | None) -> None:
+    """Train a LoRA adapter with GRPO on RECIPE, with dotted key=value overrides.
+
+    \b
+    Examples:
+      minirft train recipes/polite.yaml
+      minirft train recipes/arithmetic.yaml training.steps=4 generation.group_size=8
+      minirft train polite --tui
+      minirft train --resume runs/polite-20261123-101500
+      minirft train --resume runs/polite-20261123-101500 training.steps=40   # extend a run
+
+    Progress goes to stderr, one line per step; everything else to RUN_DIR/events.jsonl.
+    """
+    from minirft.recipe import find_recipe, load_recipe
+
+    recipe_arg, overrides = None, list(args)
+    if args and "=" not in args[0]:
+        recipe_arg, overrides = args[0], list(args[1:])
+    if resume is not None:
+        if not (resume / "recipe.resolved.yaml").is_file():
+            raise MinirftError(f"{resume}: not a run directory (no recipe.resolved.yaml)")
+        if recipe_arg is not None:
+            raise MinirftError("--resume takes its recipe from the run dir; give only key=value overrides")
+        recipe = load_recipe(resume / "recipe.resolved.yaml", overrides)
+        target = resume
+    else:
+        if recipe_arg is None:
+            raise click.UsageError("missing RECIPE (a recipe file or the name of a shipped recipe)")
+        recipe = load_recipe(find_recipe(recipe_arg), overrides)
+        from minirft.train.loop import new_run_dir
+
+        target = run_dir if run_dir is not None else new_run_dir(recipe)
+    argv = ["minirft", "train", *args]
+    argv += ["--resume", str(resume)] if resume is not None else ["--run-dir", str(target)]
+
+    if tui:
+        _train_with_tui(recipe_arg, overrides, resume, target)
+        return
+
+    from minirft.train.loop import default_threads, train
+
+    default_threads()
+    click.echo(f"run dir: {target}", err=True)
+    try:
+        train(recipe, target, resume=resume is not None, argv=argv)
+    except KeyboardInterrupt:
+        click.echo(f"stopped; continue with: minirft train --resume {target}", err=True)
+        sys.exit(130)
+    click.echo(f"done: adapter in {target / 'adapter'}", err=True)
+
+
+def _train_with_tui(recipe_arg: str | None, overrides: list[str], resume: Path | None, target: Path) -> None:
+    """Training runs in a child (so quitting the viewer never kills it by accident); the TUI watches."""
+    try:
+        from minirft.tui.app import watch
+    except ImportError as exc:
+        raise MinirftError(f"--tui: the terminal UI is not available ({exc})") from None
+    target.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "minirft", "train"]
+    cmd += ["--resume", str(resume)] if resume is not None else [recipe_arg or "", "--run-dir", str(target)]
+    cmd += overrides
+    log = open(target / "train.log", "ab")
+    child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    watch(target, child)

@@ -1,0 +1,427 @@
+"""The GRPO training loop — one file, top to bottom.
+
+Objective (per step, one policy update per batch of rollouts):
+
+For each of P prompts x we sample G completions y_1..y_G from the current policy π_θ (LoRA adapter on)
+and score them: r_i = judge_weight · judge(x, y_i) + Σ_k w_k · rule_k(x, y_i) (see ``rollout.py``).
+Group-relative advantages: A_i = (r_i − mean_j r_j) / (std_j r_j + ε)  (ε = 1e-4, population std), or
+A_i = r_i − mean_j r_j with ``training.scale_rewards: false`` ("Dr. GRPO").
+
+Per completion token t of y_i, with ρ_t = π_θ(y_t | x, y_<t) / π_old(y_t | x, y_<t):
+
+    ℓ_t = − min(ρ_t A_i, clip(ρ_t, 1 − ε_clip, 1 + ε_clip) A_i) + β · KL_t
+    KL_t = exp(log π_ref − log π_θ) − (log π_ref − log π_θ) − 1        (the k3 estimator, ≥ 0)
+
+π_ref is the same base with the LoRA adapter disabled (no second model in memory). Log-probs are those
+of the sampling distribution (logits / temperature). π_old = π_θ detached: we take exactly one
+optimizer step per batch (TRL's ``num_iterations=1``), so ρ_t = 1 in value and the clip never binds;
+it is kept so the gradient is the PPO one and more iterations per batch are a small change.
+
+Normalisation (``training.loss_norm``): ``token`` (default) — L = Σ_{i,t} m_{i,t} ℓ_{i,t} / Σ_{i,t} m_{i,t}
+over every completion token of the whole step (all micro-batches), so every token weighs the same
+whatever the completion's length and gradient accumulation gives exactly the full-batch gradient;
+``sequence`` — L = mean_i (Σ_t m_{i,t} ℓ_{i,t} / Σ_t m_{i,t}) (the original GRPO paper). m masks
+padding, tokens after the first EOS, and samples excluded because their reward is missing.
+
+Then: backward per micro-batch (``micro_batch_prompts`` prompts at a time), clip the gradient norm,
+optimizer step, LR-schedule step. A non-finite loss or gradient skips the step (adapter untouched,
+``nan_skip`` event). Order per step: rollout → rewards → advantages → loss → step → log → checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from minirft import __version__
+from minirft.atomic import atomic_dir, write_text
+from minirft.data import load_prompts
+from minirft.errors import MinirftError
+from minirft.events import EventLog
+from minirft.recipe import Recipe, dump_recipe, recipe_to_dict
+from minirft.rewards import build_rewards
+from minirft.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
+from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
+
+
+# ------------------------------------------------------------------------------------- the loss
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
+              advantages: torch.Tensor, mask: torch.Tensor, *, beta: float, clip_eps: float,
+              loss_norm: str, normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The per-token GRPO loss of one micro-batch (see the module docstring), already divided by the
+    step-wide ``normaliser`` (token count or sequence count of the whole step), so micro-batch losses add
+    up to the step's loss. Returns (loss, sums for the step's metrics)."""
+    mask = mask.to(logp.dtype)
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.unsqueeze(1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv
+    per_token = -torch.min(unclipped, clipped)
+    kl = None
+    if ref_logp is not None and beta > 0:
+        delta = ref_logp - logp
+        kl = torch.exp(delta) - delta - 1
+        per_token = per_token + beta * kl
+    if loss_norm == "token":
+        loss = (per_token * mask).sum() / normaliser
+    else:
+        loss = ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum() / normaliser
+    is_clipped = ((ratio < 1 - clip_eps) & (adv < 0)) | ((ratio > 1 + clip_eps) & (adv > 0))
+    stats = {
+        "kl_sum": float((kl.detach() * mask).sum()) if kl is not None else 0.0,
+        "clip_sum": float((is_clipped.to(mask.dtype) * mask).sum()),
+        "tokens": float(mask.sum()),
+    }
+    return loss, stats
+
+
+# ------------------------------------------------------------------------- optimizer, schedule
+def make_optimizer(recipe: Recipe, params: list[torch.nn.Parameter], device: torch.device):
+    tr = recipe.training
+    kind = tr.optimizer
+    if kind == "auto":
+        kind = "adamw8bit" if device.type == "cuda" else "adamw"
+    if kind == "adamw8bit":
+        if device.type != "cuda":
+            raise MinirftError("training.optimizer: adamw8bit (bitsandbytes) needs a CUDA GPU; use adamw")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise MinirftError("training.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes)") from None
+        return bnb.optim.AdamW8bit(params, lr=tr.lr, weight_decay=tr.weight_decay)
+    return torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
+
+
+def make_scheduler(recipe: Recipe, optimizer: Any):
+    tr = recipe.training
+
+    def factor(step: int) -> float:
+        if step < tr.warmup_steps:
+            return (step + 1) / (tr.warmup_steps + 1)
+        span = max(1, tr.steps - tr.warmup_steps)
+        progress = min(1.0, (step - tr.warmup_steps) / span)
+        if tr.lr_schedule == "linear":
+            return 1.0 - progress
+        if tr.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ------------------------------------------------------------------------------------- helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"minirft": __version__}
+    for dist, key in (("torch", "torch"), ("transformers", "transformers"), ("peft", "peft"),
+                      ("llama-cpp-python", "llama_cpp")):
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+def new_run_dir(recipe: Recipe, base: Path | None = None) -> Path:
+    root = Path(base) if base is not None else Path(recipe.run_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d = root / f"{recipe.name}-{stamp}"
+    n = 1
+    while d.exists():  # two runs started within the same second
+        n += 1
+        d = root / f"{recipe.name}-{stamp}-{n}"
+    return d
+
+
+def absolutise(recipe: Recipe) -> Recipe:
+    """Make the recipe's relative paths absolute, so the resolved copy in the run dir (used by --resume)
+    points at the same files from anywhere."""
+    r = recipe.model_copy(deep=True)
+    r.data.path = str(recipe.resolve_path(recipe.data.path))
+    if r.data.eval_path:
+        r.data.eval_path = str(recipe.resolve_path(r.data.eval_path))
+    from minirft.models import EMBEDDED
+
+    for section in (r.policy, r.judge):
+        if section is not None and section.model not in EMBEDDED:
+            candidate = recipe.resolve_path(section.model)
+            if candidate.exists():
+                section.model = str(candidate)
+    r.source = recipe.source
+    return r
+
+
+def build_judge_for(recipe: Recipe) -> Any:
+    if recipe.judge is None:
+        return None
+    from minirft.judge import build_judge  # lazy: llama-cpp-python is only needed with a judge
+
+    return build_judge(recipe.judge)
+
+
+class _Stop(Exception):
+    """SIGTERM (e.g. the TUI's "stop training"): finish cleanly with run_end status=stopped."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Stop()
+
+
+# --------------------------------------------------------------------------------- the loop
+def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str] | None = None,
+          judge: Any = None, on_step: Callable[[int, dict], None] | None = None, quiet: bool = False) -> Path:
+    """Run (or resume) a training run into ``run_dir``; returns the run dir.
+
+    ``judge`` replaces the recipe's judge (tests pass a fake one); ``on_step(step, metrics)`` is called
+    after each logged step (tests use it to interrupt a run).
+    """
+    tr = recipe.training
+    run_dir = Path(run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    argv = list(argv if argv is not None else sys.argv)
+    recipe = absolutise(recipe)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Rewritten on resume too, so an extension (`--resume DIR training.steps=40`) survives the next resume.
+    write_text(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
+    if not resume:
+        write_text(run_dir / "command.txt", " ".join(argv) + "\n")
+
+    seed_everything(tr.seed)
+    rows = load_prompts(recipe.resolve_path(recipe.data.path))
+    reward_fns = build_rewards(recipe.rewards)
+    policy = load_policy(recipe.policy, seed=tr.seed, base_dir=recipe.source.parent if recipe.source else None)
+    params = policy.trainable_parameters()
+    optimizer = make_optimizer(recipe, params, policy.device)
+    scheduler = make_scheduler(recipe, optimizer)
+    sampler = PromptSampler(rows, shuffle=recipe.data.shuffle, seed=tr.seed)
+
+    start_step = 0
+    found = latest_checkpoint(ckpt_root) if resume else None
+    if resume and found is not None:
+        state = load_checkpoint(found[1], policy=policy, optimizer=optimizer, scheduler=scheduler)
+        start_step, sampler.position = state["step"], state["data_position"]
+
+    log = EventLog(run_dir / "events.jsonl")
+    log.write("run_start", start_step, run_name=run_dir.name, recipe=recipe_to_dict(recipe),
+              policy_model=recipe.policy.model, judge_model=recipe.judge.model if recipe.judge else None,
+              total_steps=tr.steps, argv=argv, versions=versions(), device=device_name(policy.device),
+              backend=policy.backend, resumed_from=start_step if resume else None)
+    if resume:
+        where = f"checkpoint step-{start_step}" if found else "the beginning (no complete checkpoint)"
+        log.event(start_step, "resume", f"resumed from {where}", from_step=start_step)
+
+    own_judge = judge is None
+    status, message = "failed", "crashed"
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    try:
+        if own_judge:
+            judge = build_judge_for(recipe)
+        stream = rollouts(recipe, policy, sampler, reward_fns, judge)
+        for step in range(start_step + 1, tr.steps + 1):
+            t_step = time.perf_counter()
+            batch = next(stream)
+            for err in batch.judge_errors:
+                log.event(step, "judge_error", err)
+            t_update = time.perf_counter()
+            upd = update(recipe, policy, batch, optimizer, params)
+            scheduler.step()
+            update_s = time.perf_counter() - t_update
+            if upd["skipped"]:
+                log.event(step, "nan_skip", f"non-finite {upd['skipped']}: step skipped, adapter unchanged")
+            metrics = step_metrics(recipe, batch, upd, lr=optimizer.param_groups[0]["lr"], update_s=update_s,
+                                   step_s=time.perf_counter() - t_step)
+            log.write("step", step, metrics=metrics)
+            for sample in sample_rows(recipe, batch):
+                log.write("sample", step, **sample)
+            if not quiet:
+                print(progress_line(step, tr.steps, metrics), file=sys.stderr, flush=True)
+            if step % recipe.checkpoint.every == 0 or step == tr.steps:
+                path = save_checkpoint(ckpt_root, step, policy=policy, optimizer=optimizer, scheduler=scheduler,
+                                       state={"data_position": sampler.position},
+                                       keep_last=recipe.checkpoint.keep_last)
+                log.event(step, "checkpoint", f"saved {path.relative_to(run_dir)}", path=str(path))
+            if on_step is not None:
+                on_step(step, metrics)
+        with atomic_dir(run_dir / "adapter") as tmp:
+            policy.save_adapter(tmp)
+        status, message = "finished", f"{tr.steps} steps; adapter in {run_dir / 'adapter'}"
+    except (KeyboardInterrupt, _Stop):
+        status, message = "stopped", "interrupted; continue with: minirft train --resume " + str(run_dir)
+        raise
+    except MinirftError as exc:
+        message = str(exc)
+        raise
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        log.write("run_end", tr.steps if status == "finished" else -1, status=status, message=message)
+        log.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if own_judge and judge is not None and hasattr(judge, "close"):
+            judge.close()
+    return run_dir
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ----------------------------------------------------------------------------------- update
+def update(recipe: Recipe, policy: Policy, batch: Batch, optimizer: Any, params: list) -> dict[str, Any]:
+    """Loss, backward over micro-batches, clip, optimizer step. Skips the step on a non-finite value."""
+    tr, G = recipe.training, batch.group_size
+    gen = batch.generated
+    n_completion = gen.completion_mask.shape[1]
+    valid = batch.valid.to(policy.device)
+    mask_all = gen.completion_mask * valid.unsqueeze(1).long()
+    normaliser = float(mask_all.sum()) if tr.loss_norm == "token" else float(valid.sum())
+    sums = {"kl_sum": 0.0, "clip_sum": 0.0, "tokens": 0.0, "loss": 0.0, "entropy_sum": 0.0, "entropy_tokens": 0.0}
+    skipped: str | None = None
+    optimizer.zero_grad(set_to_none=True)
+    if normaliser == 0:  # every sample excluded (e.g. the judge failed for the whole batch)
+        return {**sums, "skipped": None, "grad_norm": 0.0, "no_signal": True}
+    per = tr.micro_batch_prompts * G
+    policy.model.train()
+    for lo in range(0, gen.input_ids.shape[0], per):
+        sl = slice(lo, lo + per)
+        ids, att, cmask = gen.input_ids[sl], gen.attention_mask[sl], gen.completion_mask[sl]
+        mask = mask_all[sl]
+        if mask.sum() == 0:
+            continue
+        ref = None
+        if tr.beta > 0:
+            with torch.no_grad(), policy.reference():
+                ref, _ = token_logprobs(policy.model, ids, att, n_completion, recipe.generation.temperature)
+        logp, entropy = token_logprobs(policy.model, ids, att, n_completion, recipe.generation.temperature,
+                                       with_entropy=True)
+        loss, stats = grpo_loss(logp, logp.detach(), ref, batch.advantages[sl].to(logp.device), mask,
+                                beta=tr.beta, clip_eps=tr.clip_eps, loss_norm=tr.loss_norm, normaliser=normaliser)
+        sums["entropy_sum"] += float((entropy * cmask).sum())
+        sums["entropy_tokens"] += float(cmask.sum())
+        if not torch.isfinite(loss):
+            skipped = "loss"
+            break
+        loss.backward()
+        sums["loss"] += float(loss.detach())
+        for k, v in stats.items():
+            sums[k] += v
+    grad_norm = 0.0
+    if skipped is None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tr.max_grad_norm))
+        if not math.isfinite(grad_norm):
+            skipped = "gradient"
+    if skipped is None:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {**sums, "skipped": skipped, "grad_norm": grad_norm if skipped is None else math.nan}
+
+
+# ---------------------------------------------------------------------------------- logging
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
+def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s: float, step_s: float) -> dict:
+    G = batch.group_size
+    r = batch.rewards.view(-1, G)
+    valid = ~torch.isnan(r)
+    zero_std = []
+    for g in range(r.shape[0]):
+        vals = r[g][valid[g]]
+        if len(vals) > 0:
+            zero_std.append(float(vals.max() - vals.min()) < 1e-8)
+    finite = batch.rewards[batch.valid]
+    lengths = batch.generated.completion_mask.sum(dim=1).float()
+    gen_s = batch.timings["generation_s"]
+    m: dict[str, Any] = {
+        "reward": float(finite.mean()) if len(finite) else None,
+        "reward_std": float(finite.std(unbiased=False)) if len(finite) else None,
+    }
+    for name, values in batch.per_reward.items():
+        m[f"rewards/{name}"] = _mean(values)
+    criteria: dict[str, list] = {}
+    for s in batch.scores:
+        if s is not None:
+            for name, p in s.criteria.items():
+                criteria.setdefault(name, []).append(p)
+    for name, ps in criteria.items():
+        m[f"criteria/{name}"] = _mean(ps)
+    tokens = upd["tokens"] or 1.0
+    m.update({
+        "kl": upd["kl_sum"] / tokens,
+        "loss": upd["loss"] if upd["skipped"] is None else None,
+        "clip_ratio": upd["clip_sum"] / tokens,
+        "entropy": upd["entropy_sum"] / upd["entropy_tokens"] if upd["entropy_tokens"] else None,
+        "completion_length": float(lengths.mean()),
+        "frac_reward_zero_std": sum(zero_std) / len(zero_std) if zero_std else 1.0,
+        "generation_s": gen_s,
+        "judge_s": batch.timings["judge_s"],
+        "update_s": update_s,
+        "step_s": step_s,
+        # Generation throughput: completion tokens sampled per second of generation.
+        "tokens_per_s": float(lengths.sum()) / gen_s if gen_s > 0 else None,
+        "lr": lr,
+        "grad_norm": upd["grad_norm"],
+        "judge_errors": sum(1 for s in batch.scores if s is not None and s.reward is None),
+    })
+    if torch.cuda.is_available():  # peak since the run started (the loop never resets it)
+        m["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return m
+
+
+def sample_rows(recipe: Recipe, batch: Batch) -> list[dict]:
+    G = batch.group_size
+    shown = shown_mask(len(batch.rows), G, recipe.logging.samples_per_step)
+    out = []
+    for k in range(len(batch.rows) * G):
+        g, i = divmod(k, G)
+        if not shown[g][i]:
+            continue
+        score = batch.scores[k]
+        reward = float(batch.rewards[k])
+        out.append({
+            "group": g, "index": i, "prompt": batch.rows[g].prompt, "completion": batch.completions[k],
+            "reward": None if math.isnan(reward) else reward, "advantage": float(batch.advantages[k]),
+            "rewards": {name: values[k] for name, values in batch.per_reward.items()},
+            "criteria": dict(score.criteria) if score is not None else {},
+            "rationale": score.rationale if score is not None else None,
+            "judge_error": score.error if score is not None else None,
+        })
+    # group-major order reads best in a log: all shown samples of prompt 0, then prompt 1…
+    return out
+
+
+def progress_line(step: int, total: int, m: dict) -> str:
+    def f(v: Any, spec: str) -> str:
+        return "—" if v is None else format(v, spec)
+
+    return (f"step {step}/{total}  reward {f(m['reward'], '.3f')} ±{f(m['reward_std'], '.3f')}  "
+            f"kl {f(m['kl'], '.4f')}  loss {f(m['loss'], '+.4f')}  len {m['completion_length']:.1f}  "
+            f"gen {m['generation_s']:.1f}s judge {m['judge_s']:.1f}s update {m['update_s']:.1f}s")
+
+
+def default_threads() -> None:
+    """Use every core for torch unless the user said otherwise (OMP_NUM_THREADS)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)

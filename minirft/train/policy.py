@@ -1,0 +1,310 @@
+"""The policy: a causal LM with a LoRA adapter, and the two things the trainer asks of it.
+
+Backends (``policy.backend``):
+
+- ``hf``: transformers + peft. On CUDA the base is loaded 4-bit (bitsandbytes nf4, double quant,
+  bf16 compute) unless ``load_in_4bit: false``; on CPU it is fp32 (or the recipe's dtype). A GGUF
+  file is loaded with ``gguf_file=`` and dequantised.
+- ``unsloth``: ``FastLanguageModel`` (4-bit base, its LoRA and fast generation); CUDA only. It is
+  imported lazily because ``import unsloth`` fails on a machine without a GPU.
+- ``auto``: unsloth when CUDA is available and unsloth is installed, else hf.
+
+The reference model of the KL term is the same base with the adapter disabled
+(``with policy.reference():``) — no second copy of the weights in memory.
+
+The per-token log-prob computation lives in ONE function, :func:`token_logprobs`, so a fused kernel
+can replace it with a one-line change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from minirft.errors import MinirftError
+from minirft.models import resolve_model
+from minirft.recipe import PolicyConfig
+
+
+@dataclass
+class Policy:
+    model: Any  # a peft model (LoRA adapter attached)
+    tokenizer: Any
+    backend: str  # "hf" | "unsloth"
+    device: torch.device
+    eos_ids: list[int]
+    pad_id: int
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[None]:
+        """The base model: the LoRA adapter switched off for the duration."""
+        with self.model.disable_adapter():
+            yield
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.model, state)
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise MinirftError(f"checkpoint adapter does not match the model: unexpected keys {unexpected[:3]}")
+
+    def save_adapter(self, path: Path) -> None:
+        """PEFT format: adapter_config.json + adapter_model.safetensors (``PeftModel.from_pretrained``)."""
+        self.model.save_pretrained(str(path), safe_serialization=True)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def choose_backend(cfg: PolicyConfig) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    if torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None:
+        return "unsloth"
+    return "hf"
+
+
+def _dtype(cfg: PolicyConfig, cuda: bool) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if cuda else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def _source(model_name: str, base: Path | None) -> tuple[str, dict]:
+    """(path to pass to from_pretrained, extra kwargs) for a registry name, folder or GGUF file."""
+    name = model_name
+    if base is not None and not Path(name).is_absolute() and (base / name).exists():
+        name = str(base / name)
+    resolved = resolve_model(name)
+    if resolved.is_gguf:
+        return str(resolved.path.parent), {"gguf_file": resolved.path.name}
+    return str(resolved.path), {}
+
+
+def _finish_tokenizer(tokenizer: Any, model: Any) -> tuple[list[int], int]:
+    eos = tokenizer.eos_token_id
+    cfg_eos = getattr(model.config, "eos_token_id", None)
+    eos_ids = sorted({i for i in ([eos] + (cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])) if i is not None})
+    if not eos_ids:
+        raise MinirftError("policy tokenizer has no end-of-sequence token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return eos_ids, tokenizer.pad_token_id
+
+
+def _lora_targets(cfg: PolicyConfig) -> Any:
+    return cfg.lora.target_modules
+
+
+def load_policy(cfg: PolicyConfig, *, seed: int = 0, base_dir: Path | None = None,
+                device: str | None = None) -> Policy:
+    """Load the base model, attach a fresh LoRA adapter (initialised from ``seed``)."""
+    backend = choose_backend(cfg)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if backend == "unsloth":
+        if dev.type != "cuda":
+            raise MinirftError("policy.backend: unsloth needs a CUDA GPU; use backend: hf on this machine")
+        return _load_unsloth(cfg, seed, base_dir, dev)
+    return _load_hf(cfg, seed, base_dir, dev)
+
+
+def _load_hf(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torch.device) -> Policy:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path, extra = _source(cfg.model, base_dir)
+    cuda = dev.type == "cuda"
+    dtype = _dtype(cfg, cuda)
+    four_bit = cfg.load_in_4bit if cfg.load_in_4bit != "auto" else cuda
+    kwargs: dict[str, Any] = {"dtype": dtype, **extra}
+    if four_bit:
+        if not cuda:
+            raise MinirftError("policy.load_in_4bit: the 4-bit (bitsandbytes) base needs a CUDA GPU")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise MinirftError("policy.load_in_4bit: bitsandbytes is not installed (pip install bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": dev.index or 0}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise MinirftError(f"policy.model '{cfg.model}': cannot load ({str(exc).splitlines()[0]})") from None
+    if not four_bit:
+        model.to(dev)
+    if four_bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    eos_ids, pad_id = _finish_tokenizer(tokenizer, model)
+    model.generation_config.pad_token_id = pad_id
+    torch.manual_seed(seed)  # the LoRA A matrices are random: same seed, same adapter
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=_lora_targets(cfg), task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    return Policy(model, tokenizer, "hf", dev, eos_ids, pad_id)
+
+
+def _load_unsloth(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torch.device) -> Policy:
+    import os
+
+    # Unsloth's patched forward skips materialising logits in training unless asked; we need them.
+    os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")
+    try:
+        from unsloth import FastLanguageModel  # noqa: PLC0415 - needs a GPU even to import
+    except ImportError as exc:
+        raise MinirftError(f"policy.backend: unsloth is not installed or failed to import ({exc})") from None
+    path, extra = _source(cfg.model, base_dir)
+    if extra:
+        raise MinirftError("policy.backend: unsloth loads Hugging Face folders, not GGUF files; use backend: hf")
+    four_bit = cfg.load_in_4bit if cfg.load_in_4bit != "auto" else True
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=path, max_seq_length=cfg.max_prompt_tokens + 1024, load_in_4bit=four_bit,
+        dtype=_dtype(cfg, True) if cfg.dtype != "auto" else None,
+    )
+    targets = cfg.lora.target_modules
+    if targets == "all-linear":
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = FastLanguageModel.get_peft_model(
+        model, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=targets,
+        use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False, random_state=seed,
+    )
+    eos_ids, pad_id = _finish_tokenizer(tokenizer, model)
+    return Policy(model, tokenizer, "unsloth", dev, eos_ids, pad_id)
+
+
+# ------------------------------------------------------------------------------------ prompts
+def encode_prompts(policy: Policy, conversations: list[tuple[dict, ...]], max_tokens: int) -> list[list[int]]:
+    """Chat template (with the assistant cue) when the tokenizer has one, else the plain text; keeps the
+    last ``max_tokens`` tokens of a long prompt."""
+    tok = policy.tokenizer
+    out = []
+    for messages in conversations:
+        if getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # transformers 5 may return a BatchEncoding
+                ids = ids["input_ids"]
+        else:
+            text = "\n".join(m["content"] for m in messages)
+            ids = tok(text, add_special_tokens=True)["input_ids"]
+        out.append(list(ids)[-max_tokens:])
+    return out
+
+
+# ---------------------------------------------------------------------------------- generation
+@dataclass
+class Generated:
+    input_ids: torch.Tensor  # [N, P + C]: left-padded prompt then the completion (right-padded)
+    attention_mask: torch.Tensor  # [N, P + C]
+    completion_mask: torch.Tensor  # [N, C]: 1 on completion tokens up to and including the first EOS
+    prompt_len: int  # P
+
+
+def _left_pad(seqs: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def generate(policy: Policy, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float,
+             top_p: float, top_k: int) -> Generated:
+    """Sample one completion per prompt (repeat a prompt G times for a group) with the adapter on."""
+    model = policy.model
+    ids, mask = _left_pad(prompt_ids, policy.pad_id, policy.device)
+    if policy.backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p,
+            top_k=top_k or None, max_new_tokens=max_new_tokens, pad_token_id=policy.pad_id,
+            eos_token_id=policy.eos_ids, use_cache=True,
+        )
+    finally:
+        model.train(was_training)
+        if policy.backend == "unsloth":
+            from unsloth import FastLanguageModel
+
+            FastLanguageModel.for_training(model)
+    completion = out[:, ids.shape[1]:]
+    is_eos = torch.isin(completion, torch.tensor(policy.eos_ids, device=completion.device))
+    # Keep tokens up to and including the first EOS; everything after it is padding.
+    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+    completion_mask = (~after_eos).long()
+    attention = torch.cat([mask, completion_mask], dim=1)
+    return Generated(out, attention, completion_mask, ids.shape[1])
+
+
+def decode(policy: Policy, gen: Generated) -> list[str]:
+    completion = gen.input_ids[:, gen.prompt_len:]
+    texts = []
+    for row, m in zip(completion.tolist(), gen.completion_mask.tolist()):
+        kept = [t for t, keep in zip(row, m) if keep and t not in policy.eos_ids]
+        texts.append(policy.tokenizer.decode(kept, skip_special_tokens=True))
+    return texts
+
+
+# ---------------------------------------------------------------------------------- log-probs
+def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int,
+                   temperature: float = 1.0, with_entropy: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(token_t | tokens_<t) of the last ``n_completion`` tokens of each row, and (optionally) the
+    entropy of the sampling distribution at those positions, both ``[B, n_completion]``.
+
+    Logits are computed only for the completion positions (``logits_to_keep``) and divided by the
+    sampling temperature, so the ratio is taken under the distribution the samples came from. Position
+    ids follow the attention mask, because prompts are left-padded (as in ``generate``).
+    """
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                logits_to_keep=n_completion + 1, use_cache=False)
+    logits = out.logits[:, :-1, :].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = input_ids[:, -n_completion:]
+    # Row by row: the [B, C, V] log-softmax would be another full copy of the logits.
+    logps, entropies = [], []
+    for i in range(logits.shape[0]):
+        lse = torch.logsumexp(logits[i], dim=-1)
+        logps.append(logits[i].gather(-1, targets[i].unsqueeze(-1)).squeeze(-1) - lse)
+        if with_entropy:
+            with torch.no_grad():
+                p = torch.softmax(logits[i].detach(), dim=-1)
+                entropies.append(lse.detach() - (p * logits[i].detach()).sum(-1))
+    logp = torch.stack(logps)
+    return logp, (torch.stack(entropies) if with_entropy else None)
