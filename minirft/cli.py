@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "watch": "minirft.tui.cli:watch_command",
     "judge": "minirft.judge.cli:judge_command",
     "calibrate": "minirft.trust.cli:calibrate_command",
-    # "eval" (minirft.trust.cli:eval_command) lands with the trainer
+    "eval": "minirft.trust.cli:eval_command",
     "recipes": "minirft.recipes_cli:recipes_group",
     "doctor": "minirft.doctor:doctor_command",
 }

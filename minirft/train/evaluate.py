@@ -89,6 +89,7 @@ def evaluate(recipe: Recipe, adapter: Path, *, data: Path | None = None, checks:
                                           "trained": _mean([len(c) for c in trained])}
     for p, b, t in list(zip(prompts, base, trained))[:5]:
         result["examples"].append({"prompt": p, "base": b, "trained": t})
+    result["rows"], result["base"], result["trained"] = rows, base, trained  # for judging (not JSON)
     return result
 
 
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in result["measures"].items():
         fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
         print(f"{name:<20} {fmt(m['base']):>8} {fmt(m['trained']):>8}")
-    write_text(args.run_dir / "heldout.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    public = {k: v for k, v in result.items() if k not in ("rows", "base", "trained")}
+    write_text(args.run_dir / "heldout.json", json.dumps(public, indent=1, ensure_ascii=False) + "\n")
     return 0
 
 

@@ -96,3 +96,83 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
                      f"(swap-averaged {o.accuracy:.3f})")
     click.echo("\n".join(lines))
     sys.stdout.flush()
+
+
+@click.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--prompts", "prompts", type=click.Path(dir_okay=False, path_type=Path),
+              help="Held-out prompts (JSONL). Default: the recipe's data.eval_path.")
+@click.option("--adapter", type=click.Path(file_okay=False, path_type=Path),
+              help="Adapter folder. Default: RUN_DIR/adapter.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")
+@click.option("--examples", default=3, show_default=True, help="Example pairs (with rationales) to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_command(run_dir, overrides, prompts, adapter, limit, examples, as_json) -> None:
+    """Tuned adapter vs its base on held-out prompts: judged win rate with a 95% bootstrap interval.
+
+    Both generate greedily (adapter on / adapter off, one model in memory). Every pair is judged
+    in both orders by the run's judge model in preference mode; the win rate is the mean
+    probability that the tuned answer is the better one (0.5 = no difference). Rule checks of the
+    recipe are reported for both. KEY=VALUE overrides apply to the run's resolved recipe
+    (e.g. judge.model=... to judge with another model). Writes RUN_DIR/eval.json.
+
+    \b
+    Examples:
+      minirft eval runs/polite-20261123-101500
+      minirft eval runs/polite-20261123-101500 --prompts heldout.jsonl --limit 32
+      minirft eval runs/arithmetic-20261123-090000 judge.model=smollm2-135m-instruct --json
+    """
+    from minirft.atomic import write_text
+    from minirft.train.evaluate import evaluate
+    from minirft.trust.stats import bootstrap_ci
+
+    resolved = run_dir / "recipe.resolved.yaml"
+    if not resolved.is_file():
+        raise MinirftError(f"{run_dir}: not a run dir (no recipe.resolved.yaml)")
+    adapter = adapter or run_dir / "adapter"
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise MinirftError(f"{adapter}: no trained adapter (adapter_model.safetensors); has the run finished?")
+    r = load_recipe(resolved, overrides)
+    if r.judge is None:
+        raise MinirftError(f"{resolved}: the run has no judge; add judge.model=NAME to judge the pairs")
+    click.echo(f"generating base and tuned completions for held-out prompts…", err=True)
+    result = evaluate(r, adapter, data=prompts, limit=limit)
+    rows, base, tuned = result.pop("rows"), result.pop("base"), result.pop("trained")
+
+    judge_cfg = r.judge.model_copy(update={"mode": "preference"})
+    judge = make_judge(judge_cfg)
+    verdicts = []
+    try:
+        update = _progress("judging")
+        for i, (row, b, t) in enumerate(zip(rows, base, tuned)):
+            verdicts.append(judge.compare(row, t, b, rationale=i < examples))  # A = tuned, B = base
+            update(i + 1, len(rows))
+    finally:
+        judge.close()
+    p = [v.p_a for v in verdicts]
+    lo, hi = bootstrap_ci(p)
+    result["judge"] = {"model": judge_cfg.model, "backend": judge_cfg.backend,
+                       "question": judge_cfg.preference_question}
+    result["win_rate"] = sum(p) / len(p)
+    result["win_rate_ci95"] = [lo, hi]
+    result["wins"] = sum(x > 0.5 for x in p)
+    result["losses"] = sum(x < 0.5 for x in p)
+    result["pairs"] = [{"prompt": row.prompt, "tuned": t, "base": b, "p_tuned": v.p_a,
+                        "p_tuned_first": v.p_a_first, "p_tuned_second": v.p_a_second, "rationale": v.rationale}
+                       for row, b, t, v in zip(rows, base, tuned, verdicts)]
+    write_text(run_dir / "eval.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    if as_json:
+        click.echo(json.dumps(result, indent=1, ensure_ascii=False))
+        return
+    lines = [f"{run_dir}: tuned vs base on {result['n']} held-out prompts ({result['data']}), judge {judge_cfg.model}",
+             f"win rate (P tuned better, both orders) {result['win_rate']:.3f}  95% CI [{lo:.3f}, {hi:.3f}]  "
+             f"wins {result['wins']} / losses {result['losses']}",
+             f"{'rule check':<20}{'base':>8}{'tuned':>8}"]
+    for name, m in result["measures"].items():
+        lines.append(f"{name:<20}{_fmt(m['base']):>8}{_fmt(m['trained']):>8}")
+    for pair in result["pairs"][:examples]:
+        lines += ["", f"prompt:   {pair['prompt'][:200]}", f"tuned:    {pair['tuned'][:200]}",
+                  f"base:     {pair['base'][:200]}", f"P(tuned better) {pair['p_tuned']:.3f}"
+                  + (f" — {pair['rationale']}" if pair["rationale"] else "")]
+    click.echo("\n".join(lines))
