@@ -216,3 +216,43 @@ def test_mean_reward_rises_on_a_learnable_toy_reward(tiny, tmp_path):
     first = sum(m[s]["reward"] for s in range(1, 6)) / 5
     last = sum(m[s]["reward"] for s in range(26, 31)) / 5
     assert last > first + 0.3, (first, last)
+
+
+def test_detector_alerts_become_warning_events_and_progress_lines(tiny, tmp_path, monkeypatch, capsys):
+    from minirft.trust.detectors import MonitorConfig, RunMonitor
+
+    class Eager(RunMonitor):  # fires the addressing detector on every step; cooldown keeps it to one warning
+        def __init__(self, questions):
+            super().__init__(questions, MonitorConfig(max_addressing_share=-1.0, cooldown=10))
+
+    seen = []
+    real_update = RunMonitor.update
+
+    def spy(self, step, samples, metrics):
+        seen.append((step, len(samples), {k for s in samples for k in s["rewards"]}))
+        return real_update(self, step, samples, metrics)
+
+    monkeypatch.setattr(loop, "RunMonitor", Eager)
+    monkeypatch.setattr(RunMonitor, "update", spy)
+    run = train(recipe(tiny, steps=2), tmp_path / "run", judge=FakeJudge())
+    warnings = [e for e in read_events(run / "events.jsonl") if e.get("kind") == "warning"]
+    assert [(w["step"], w["detector"]) for w in warnings] == [(1, "judge_addressing")]
+    # the detectors see every completion of the step (2 prompts x 4), not only the 3 logged samples
+    assert seen == [(1, 8, {"judge", "a_share"}), (2, 8, {"judge", "a_share"})]
+    assert "warning [judge_addressing]" in capsys.readouterr().err
+
+
+def test_sigterm_stops_the_run_even_inside_the_judge(tiny, tmp_path):
+    """The stop signal must not be swallowed by an `except Exception` (e.g. the judge's retry loop)."""
+
+    class StopsInsideRetry(FakeJudge):
+        def score_groups(self, rows, groups, rationales=False):
+            try:
+                loop._on_sigterm(15, None)  # what the SIGTERM handler raises, here in the middle of judging
+            except Exception:  # a retry loop catching everything would swallow an Exception subclass
+                return super().score_groups(rows, groups, rationales)
+
+    with pytest.raises(loop._Stop):
+        train(recipe(tiny, steps=2), tmp_path / "run", judge=StopsInsideRetry(), quiet=True)
+    end = read_events(tmp_path / "run" / "events.jsonl")[-1]
+    assert end["type"] == "run_end" and end["status"] == "stopped"

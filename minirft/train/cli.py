@@ -57,13 +57,13 @@ def train_command(args: tuple[str, ...], resume: Path | None, tui: bool, run_dir
         _train_with_tui(recipe_arg, overrides, resume, target)
         return
 
-    from minirft.train.loop import default_threads, train
+    from minirft.train.loop import _Stop, default_threads, train
 
     default_threads()
     click.echo(f"run dir: {target}", err=True)
     try:
         train(recipe, target, resume=resume is not None, argv=argv)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stop):  # Ctrl-C, or SIGTERM (the TUI's "stop training")
         click.echo(f"stopped; continue with: minirft train --resume {target}", err=True)
         sys.exit(130)
     click.echo(f"done: adapter in {target / 'adapter'}", err=True)
@@ -80,5 +80,7 @@ def _train_with_tui(recipe_arg: str | None, overrides: list[str], resume: Path |
     cmd += ["--resume", str(resume)] if resume is not None else [recipe_arg or "", "--run-dir", str(target)]
     cmd += overrides
     log = open(target / "train.log", "ab")
-    child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # Its own session: a run left going in the background survives the terminal closing (no SIGHUP).
+    child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
     watch(target, child)

@@ -53,6 +53,7 @@ from minirft.rewards import build_rewards
 from minirft.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
+from minirft.trust.detectors import RunMonitor
 
 
 # ------------------------------------------------------------------------------------- the loss
@@ -175,8 +176,11 @@ def build_judge_for(recipe: Recipe) -> Any:
     return build_judge(recipe.judge)
 
 
-class _Stop(Exception):
-    """SIGTERM (e.g. the TUI's "stop training"): finish cleanly with run_end status=stopped."""
+class _Stop(BaseException):
+    """SIGTERM (e.g. the TUI's "stop training"): finish cleanly with run_end status=stopped.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (the judge's
+    retries, a reward function's guard) can swallow it."""
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -226,6 +230,8 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         where = f"checkpoint step-{start_step}" if found else "the beginning (no complete checkpoint)"
         log.event(start_step, "resume", f"resumed from {where}", from_step=start_step)
 
+    # Reward-hacking and drift detectors (minirft.trust.detectors): warnings in the log and on stderr.
+    monitor = RunMonitor([c.question for c in recipe.judge.criteria] if recipe.judge else [])
     own_judge = judge is None
     status, message = "failed", "crashed"
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
@@ -251,6 +257,11 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
                 log.write("sample", step, **sample)
             if not quiet:
                 print(progress_line(step, tr.steps, metrics), file=sys.stderr, flush=True)
+            for alert in monitor.update(step, all_samples(batch), metrics):
+                log.event(step, "warning", alert.message, detector=alert.detector, value=alert.value)
+                if not quiet:
+                    print(f"step {step}/{tr.steps}  warning [{alert.detector}] {alert.message}",
+                          file=sys.stderr, flush=True)
             if step % recipe.checkpoint.every == 0 or step == tr.steps:
                 path = save_checkpoint(ckpt_root, step, policy=policy, optimizer=optimizer, scheduler=scheduler,
                                        state={"data_position": sampler.position},
@@ -410,6 +421,15 @@ def sample_rows(recipe: Recipe, batch: Batch) -> list[dict]:
         })
     # group-major order reads best in a log: all shown samples of prompt 0, then prompt 1…
     return out
+
+
+def all_samples(batch: Batch) -> list[dict]:
+    """Every completion of the step (not only the logged ones), for the detectors."""
+    G = batch.group_size
+    return [{"group": k // G, "completion": batch.completions[k],
+             "reward": None if math.isnan(float(batch.rewards[k])) else float(batch.rewards[k]),
+             "rewards": {name: values[k] for name, values in batch.per_reward.items()}}
+            for k in range(len(batch.completions))]
 
 
 def progress_line(step: int, total: int, m: dict) -> str:
