@@ -70,7 +70,9 @@ def test_rubric_report_fit_and_plot(tmp_path, scripted):
     assert res.exit_code == 0, res.output
     assert "polite" in res.stdout and "on_topic" in res.stdout
     polite_line = next(line for line in res.stdout.splitlines() if line.startswith("polite"))
-    assert polite_line.split()[1:3] == ["3", "0.667"]  # n=3, two of three right
+    # n=3, two of three right; P(yes) 0.8 / 0.2 / 0.8 for labels yes / no / no -> AUC (1 + 0.5) / 2
+    assert polite_line.split()[1:3] == ["3", "0.667"] and polite_line.split()[5] == "0.750"
+    assert polite_line.split()[6:8] == ["0.800", "0.500"]
     assert png.read_bytes()[:4] == b"\x89PNG"
     fitted = load_calibration(tmp_path / "r.calibration.json")
     assert set(fitted) == {"polite", "on_topic"}

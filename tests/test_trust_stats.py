@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minirft.trust.stats import (Platt, accuracy, bootstrap_ci, cohen_kappa, expected_calibration_error,
-                                 fit_platt, reliability_table)
+                                 fit_platt, ranking_auc, reliability_table)
 
 
 def test_accuracy_and_kappa_against_hand_computed_values():
@@ -55,3 +55,10 @@ def test_platt_recovers_a_known_temperature():
     assert expected_calibration_error(calibrated, labels) < expected_calibration_error(overconfident, labels)
     assert Platt()(0.3) == pytest.approx(0.3)
     assert fit_platt([0.2, 0.8], [1, 1]) == Platt()  # one class only: identity
+
+
+def test_ranking_auc_by_hand():
+    # positives 0.8, 0.6; negatives 0.7, 0.6 -> pairs: (0.8>0.7) 1, (0.8>0.6) 1, (0.6<0.7) 0, (0.6=0.6) 0.5
+    assert ranking_auc([0.8, 0.6, 0.7, 0.6], [1, 1, 0, 0]) == pytest.approx(2.5 / 4)
+    assert ranking_auc([0.76, 0.75, 0.74], [1, 0, 0]) == 1.0  # all "yes" at 0.5, yet a perfect ranking
+    assert math.isnan(ranking_auc([0.3], [1]))

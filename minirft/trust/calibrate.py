@@ -20,7 +20,7 @@ from typing import Callable, Literal
 from minirft.data import PromptRow, iter_jsonl, parse_row
 from minirft.errors import MinirftError
 from minirft.trust.stats import (Platt, accuracy, cohen_kappa, expected_calibration_error, fit_platt,
-                                 reliability_table)
+                                 ranking_auc, reliability_table)
 
 
 @dataclass
@@ -70,9 +70,12 @@ def load_labels(path: str | Path) -> tuple[Literal["pairwise", "rubric"], list]:
 @dataclass
 class Agreement:
     n: int
-    accuracy: float
+    accuracy: float  # at the 0.5 threshold
     kappa: float
     ece: float
+    auc: float  # ranking: P(a positive scores above a negative)
+    mean_p_positive: float  # mean judge probability on positively / negatively labelled items
+    mean_p_negative: float
     reliability: list[dict] = field(default_factory=list)
 
 
@@ -103,8 +106,12 @@ def _agreement(points: list[tuple[float, int]]) -> Agreement:
     labels = [y for _, y in points]
     preds = [int(p > 0.5) for p in probs]
     table = [asdict(b) for b in reliability_table(probs, labels)]
+    pos = [p for p, y in points if y == 1]
+    neg = [p for p, y in points if y == 0]
     return Agreement(len(points), accuracy(labels, preds), cohen_kappa(labels, preds),
-                     expected_calibration_error(probs, labels), table)
+                     expected_calibration_error(probs, labels), ranking_auc(probs, labels),
+                     sum(pos) / len(pos) if pos else float("nan"), sum(neg) / len(neg) if neg else float("nan"),
+                     table)
 
 
 def calibrate(judge, shape: str, items: list, seed: int = 0,

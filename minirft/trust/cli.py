@@ -42,11 +42,13 @@ def _fmt(x: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--seed", default=0, show_default=True, help="Seed for which response is shown as A.")
 def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, seed) -> None:
-    """Measure the recipe's judge against human labels: accuracy, Cohen's kappa, calibration (ECE).
+    """Measure the recipe's judge against human labels: accuracy, kappa, calibration (ECE), ranking (AUC).
 
     LABELS is JSONL: pairwise rows {prompt, chosen, rejected} (needs judge.mode=preference) or rubric
     rows {prompt, response, labels: {criterion: true/false}}. Pairwise rows are judged in both orders;
-    swap consistency is how often the verdict survives swapping them.
+    swap consistency is how often the verdict survives swapping them. AUC is what GRPO needs: rewards
+    are compared within a group, so a judge that ranks well helps even when every 0.5-threshold
+    verdict is "yes". P|yes and P|no are the mean judge probabilities on items labelled yes / no.
 
     \b
     Examples:
@@ -86,10 +88,10 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
         return
     o = report.overall
     lines = [f"judge {r.judge.model} ({r.judge.backend}, {r.judge.mode}) on {labels}: {report.n} rows",
-             f"{'':<22}{'n':>6}{'accuracy':>10}{'kappa':>8}{'ECE':>8}",
-             f"{'all':<22}{o.n:>6}{o.accuracy:>10.3f}{o.kappa:>8.3f}{o.ece:>8.3f}"]
-    for name, a in report.criteria.items():
-        lines.append(f"{name:<22}{a.n:>6}{a.accuracy:>10.3f}{a.kappa:>8.3f}{a.ece:>8.3f}")
+             f"{'':<16}{'n':>5}{'accuracy':>10}{'kappa':>7}{'ECE':>7}{'AUC':>7}{'P|yes':>7}{'P|no':>7}"]
+    for name, a in {"all": o, **report.criteria}.items():
+        lines.append(f"{name:<16}{a.n:>5}{a.accuracy:>10.3f}{a.kappa:>7.3f}{a.ece:>7.3f}{a.auc:>7.3f}"
+                     f"{a.mean_p_positive:>7.3f}{a.mean_p_negative:>7.3f}")
     if shape == "pairwise":
         lines.append(f"swap consistency      {_fmt(report.swap_consistency)}   "
                      f"accuracy from one order only {_fmt(report.accuracy_first_position_only)} "

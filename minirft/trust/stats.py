@@ -31,6 +31,20 @@ def cohen_kappa(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     return (p_o - p_e) / (1.0 - p_e)
 
 
+def ranking_auc(probs: Sequence[float], labels: Sequence[int]) -> float:
+    """P(a positive gets a higher score than a negative), ties count half; 0.5 = chance.
+
+    What GRPO needs from a judge: rewards are only compared within a group, so a judge that says
+    0.75 to everything but a little more to the good responses ranks well even though every one of
+    its 0.5-threshold verdicts is "yes"."""
+    p, y = np.asarray(probs, dtype=float), np.asarray(labels)
+    pos, neg = p[y == 1], p[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
 @dataclass(frozen=True)
 class ReliabilityBin:
     lo: float
