@@ -11,6 +11,8 @@
 3. batched    — minirft's default path: rubric cached, all suffixes decoded in one batch with the
                 shared parts (the user prompt) decoded once and copied (``llama_memory_seq_cp``).
 
+Timings are the best of REPEATS runs, as wall time and as process CPU time: on a shared machine
+CPU time is the fairer comparison (a method is not charged for other jobs' time slices).
 Also measured: the model's raw prompt-eval rate (one long prompt, one decode), and the share of
 it that the batched path reaches. Every timing is a steady-state call (the rubric already cached
 where the method caches it; llama-cpp-python's own prompt-prefix reuse is left on for the naive
@@ -54,6 +56,7 @@ FEW_SHOT = [
     ("Why is the sky blue?", "Bananas are a good source of potassium.", {"answers": False, "concise": False}),
 ]
 FRESH = 4
+REPEATS = 2  # best of: the machine is shared, so the minimum is the least disturbed run
 PROMPT = "How do I keep basil plants alive indoors?"
 CANDIDATES = [
     "Put the pot in your sunniest window, water when the top centimetre of soil is dry, and pinch off flowers.",
@@ -94,12 +97,16 @@ def minirft_path(model: str, threads: int, deterministic: bool) -> dict:
     try:
         j.score_groups([row], [CANDIDATES[:2]])  # warm: loads the model, caches the rubric
         eng = j.evaluator.engine
-        before = eng.stats.tokens_decoded
-        t = time.perf_counter()
-        scores = j.score_groups([row], [CANDIDATES])[0]
-        dt = time.perf_counter() - t
+        walls, cpus = [], []
+        for _ in range(REPEATS):
+            before = eng.stats.tokens_decoded
+            t, c = time.perf_counter(), time.process_time()
+            scores = j.score_groups([row], [CANDIDATES])[0]
+            walls.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
         header = len(eng.tokenize(j.layout.header(), bos=eng.add_bos))
-        return {"seconds": dt, "cand_per_s": len(CANDIDATES) / dt, "header_tokens": header,
+        return {"seconds": min(walls), "cpu_seconds": min(cpus), "cand_per_s": len(CANDIDATES) / min(walls),
+                "cand_per_cpu_s": len(CANDIDATES) / min(cpus), "all_seconds": walls, "header_tokens": header,
                 "tokens_decoded": eng.stats.tokens_decoded - before,
                 "p_yes": [round(s.criteria["answers"], 4) for s in scores]}
     finally:
@@ -117,18 +124,25 @@ def naive_path(model_path: str, threads: int, header: str, layout) -> dict:
         return header + layout.row(row) + layout.response(c) + layout.criterion_cue(q)
 
     llm.create_completion(prompt(CANDIDATES[0]), max_tokens=3, temperature=0.0)  # warm
-    t = time.perf_counter()
-    verdicts = [llm.create_completion(prompt(c), max_tokens=3, temperature=0.0)["choices"][0]["text"]
-                for c in CANDIDATES]
-    dt = time.perf_counter() - t
+    walls, cpus = [], []
+    for _ in range(REPEATS):
+        t, c = time.perf_counter(), time.process_time()
+        verdicts = [llm.create_completion(prompt(c), max_tokens=3, temperature=0.0)["choices"][0]["text"]
+                    for c in CANDIDATES]
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    dt = min(walls)
     # Without llama-cpp-python's prompt-prefix reuse (e.g. prompts of other rows or other criteria in
     # between): every call evaluates the whole prompt. Timed on 4 candidates, rate extrapolated.
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), time.process_time()
     for c in CANDIDATES[:FRESH]:
         llm.reset()
         llm.create_completion(prompt(c), max_tokens=3, temperature=0.0)
     fresh = time.perf_counter() - t
-    return {"seconds": dt, "cand_per_s": len(CANDIDATES) / dt, "verdicts": verdicts,
+    fresh_cpu = time.process_time() - c0
+    return {"seconds": dt, "cpu_seconds": min(cpus), "cand_per_s": len(CANDIDATES) / dt,
+            "cand_per_cpu_s": len(CANDIDATES) / min(cpus), "all_seconds": walls, "verdicts": verdicts,
+            "fresh_cand_per_cpu_s": FRESH / fresh_cpu,
             "prompt_tokens": len(llm.tokenize(prompt(CANDIDATES[0]).encode())),
             "fresh_cand_per_s": FRESH / fresh, "fresh_seconds_for_4": fresh}
 
@@ -142,11 +156,16 @@ def raw_rate(model: str, threads: int, n_tokens: int = 512) -> dict:
     eng._ensure_context(len(toks) + 8)
     eng._decode([(t, p, 1, False) for p, t in enumerate(toks[:32])])  # warm
     eng.mem.rm(1)
-    t = time.perf_counter()
-    eng._decode([(tok, p, 1, p == len(toks) - 1) for p, tok in enumerate(toks)])
-    dt = time.perf_counter() - t
+    walls, cpus = [], []
+    for _ in range(REPEATS):
+        eng.mem.rm(1)
+        t, c = time.perf_counter(), time.process_time()
+        eng._decode([(tok, p, 1, p == len(toks) - 1) for p, tok in enumerate(toks)])
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
     eng.close()
-    return {"tokens": len(toks), "seconds": dt, "tokens_per_s": len(toks) / dt}
+    return {"tokens": len(toks), "seconds": min(walls), "tokens_per_s": len(toks) / min(walls),
+            "tokens_per_cpu_s": len(toks) / min(cpus)}
 
 
 def main() -> None:
@@ -163,6 +182,7 @@ def main() -> None:
     naive = naive_path(str(resolve_model(args.model).path), args.threads, header, layout)
     raw = raw_rate(args.model, args.threads)
     share = batched["tokens_decoded"] / batched["seconds"] / raw["tokens_per_s"]
+    share_cpu = batched["tokens_decoded"] / batched["cpu_seconds"] / raw["tokens_per_cpu_s"]
     result = {
         "model": args.model, "threads": args.threads, "machine": platform.processor() or platform.machine(),
         "candidates": len(CANDIDATES), "rubric_tokens": batched["header_tokens"],
@@ -172,18 +192,27 @@ def main() -> None:
         "speedup_batched_vs_sequential": batched["cand_per_s"] / sequential["cand_per_s"],
         "speedup_sequential_vs_naive": sequential["cand_per_s"] / naive["cand_per_s"],
         "batched_share_of_raw_rate": share,
+        "batched_share_of_raw_rate_cpu": share_cpu,
+        "speedup_cpu_batched_vs_naive": batched["cand_per_cpu_s"] / naive["cand_per_cpu_s"],
+        "speedup_cpu_batched_vs_naive_fresh": batched["cand_per_cpu_s"] / naive["fresh_cand_per_cpu_s"],
+        "speedup_cpu_batched_vs_sequential": batched["cand_per_cpu_s"] / sequential["cand_per_cpu_s"],
         "note": "taken on a shared 2-core machine with other jobs running; ratios are more reliable than absolutes",
     }
-    print(f"{'method':<12}{'seconds':>10}{'cand/s':>10}")
+    print(f"{'method':<12}{'seconds':>10}{'cand/s':>10}{'cand/cpu-s':>12}")
     for name in ("naive", "sequential", "batched"):
-        print(f"{name:<12}{result[name]['seconds']:>10.2f}{result[name]['cand_per_s']:>10.2f}")
-    print(f"{'naive_fresh':<12}{FRESH / naive['fresh_cand_per_s'] * len(CANDIDATES):>10.2f}"
-          f"{naive['fresh_cand_per_s']:>10.2f}   (extrapolated from {FRESH} candidates)")
+        print(f"{name:<12}{result[name]['seconds']:>10.2f}{result[name]['cand_per_s']:>10.2f}"
+              f"{result[name]['cand_per_cpu_s']:>12.2f}")
+    print(f"{'naive_fresh':<12}{len(CANDIDATES) / naive['fresh_cand_per_s']:>10.2f}"
+          f"{naive['fresh_cand_per_s']:>10.2f}{naive['fresh_cand_per_cpu_s']:>12.2f}"
+          f"   (extrapolated from {FRESH} candidates)")
     print(f"rubric tokens {result['rubric_tokens']}, naive prompt {naive['prompt_tokens']} tokens")
     print(f"batched/naive_fresh {result['speedup_batched_vs_naive_fresh']:.1f}x   "
           f"batched/naive {result['speedup_batched_vs_naive']:.1f}x   batched/sequential "
           f"{result['speedup_batched_vs_sequential']:.2f}x   sequential/naive {result['speedup_sequential_vs_naive']:.1f}x")
-    print(f"raw prompt eval {raw['tokens_per_s']:.0f} tok/s; batched path decodes at {share:.0%} of it")
+    print(f"by CPU time: batched/naive_fresh {result['speedup_cpu_batched_vs_naive_fresh']:.1f}x   batched/naive "
+          f"{result['speedup_cpu_batched_vs_naive']:.1f}x   batched/sequential {result['speedup_cpu_batched_vs_sequential']:.2f}x")
+    print(f"raw prompt eval {raw['tokens_per_s']:.0f} tok/s ({raw['tokens_per_cpu_s']:.0f} per cpu-s); batched path "
+          f"decodes at {share:.0%} of it ({share_cpu:.0%} by CPU time)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -164,6 +164,8 @@ class Engine:
         if self.context is not None and need <= self.n_ctx_seq:
             return
         size = min(self.n_ctx_cap, max(512, -(-int(need * 1.25) // 256) * 256))
+        if self.deterministic:
+            size = self.n_ctx_cap  # a fixed shape: the numerics must not depend on the longest query of a call
         l = self._l
         if self.context is not None:
             self.context.close()
