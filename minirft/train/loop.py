@@ -50,6 +50,7 @@ from minirft.errors import MinirftError
 from minirft.events import EventLog
 from minirft.recipe import Recipe, dump_recipe, recipe_to_dict
 from minirft.rewards import build_rewards
+from minirft_kernels import grpo_token_loss
 from minirft.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
@@ -62,29 +63,17 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
               loss_norm: str, normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
     """The per-token GRPO loss of one micro-batch (see the module docstring), already divided by the
     step-wide ``normaliser`` (token count or sequence count of the whole step), so micro-batch losses add
-    up to the step's loss. Returns (loss, sums for the step's metrics)."""
-    mask = mask.to(logp.dtype)
-    ratio = torch.exp(logp - old_logp)
-    adv = advantages.unsqueeze(1)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv
-    per_token = -torch.min(unclipped, clipped)
-    kl = None
-    if ref_logp is not None and beta > 0:
-        delta = ref_logp - logp
-        kl = torch.exp(delta) - delta - 1
-        per_token = per_token + beta * kl
-    if loss_norm == "token":
-        loss = (per_token * mask).sum() / normaliser
-    else:
-        loss = ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum() / normaliser
-    is_clipped = ((ratio < 1 - clip_eps) & (adv < 0)) | ((ratio > 1 + clip_eps) & (adv > 0))
-    stats = {
-        "kl_sum": float((kl.detach() * mask).sum()) if kl is not None else 0.0,
-        "clip_sum": float((is_clipped.to(mask.dtype) * mask).sum()),
-        "tokens": float(mask.sum()),
-    }
-    return loss, stats
+    up to the step's loss. Returns (loss, sums for the step's metrics).
+
+    Computed by the fused kernel ``minirft_kernels.grpo_token_loss`` (Triton on CUDA, its torch
+    reference on CPU), which normalises within the micro-batch; rescaling by the micro-batch's token
+    (or sequence) count turns that into the step-wide normalisation."""
+    loss, m = grpo_token_loss(logp, old_logp, ref_logp if beta > 0 else None, advantages, mask,
+                              clip_eps=clip_eps, beta=beta, norm=loss_norm)
+    tokens = float(mask.sum())
+    local = tokens if loss_norm == "token" else float(mask.shape[0])  # the kernel's own divisor
+    stats = {"kl_sum": float(m["kl"]) * tokens, "clip_sum": float(m["clip_ratio"]) * tokens, "tokens": tokens}
+    return loss * (local / normaliser), stats
 
 
 # ------------------------------------------------------------------------- optimizer, schedule

@@ -12,8 +12,8 @@ Backends (``policy.backend``):
 The reference model of the KL term is the same base with the adapter disabled
 (``with policy.reference():``) — no second copy of the weights in memory.
 
-The per-token log-prob computation lives in ONE function, :func:`token_logprobs`, so a fused kernel
-can replace it with a one-line change.
+The per-token log-prob computation lives in ONE function, :func:`token_logprobs`, which runs the
+fused selective log-prob kernel (``minirft_kernels``): no [B, T, V] logits are ever materialised.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Any, Iterator
 import torch
 
 from minirft.errors import MinirftError
+from minirft_kernels import selective_logprobs
+from minirft_kernels.hf import decoder_hidden_states, lm_head_weight
 from minirft.models import resolve_model
 from minirft.recipe import PolicyConfig
 
@@ -286,18 +288,37 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     """log p(token_t | tokens_<t) of the last ``n_completion`` tokens of each row, and (optionally) the
     entropy of the sampling distribution at those positions, both ``[B, n_completion]``.
 
-    Logits are computed only for the completion positions (``logits_to_keep``) and divided by the
-    sampling temperature, so the ratio is taken under the distribution the samples came from. Position
-    ids follow the attention mask, because prompts are left-padded (as in ``generate``).
+    The fused kernel ``minirft_kernels.selective_logprobs`` computes them from the decoder's hidden
+    states and the lm_head weight without ever holding [B, T, V] logits (Triton on CUDA, a chunked
+    torch reference on CPU); logits are divided by the sampling temperature, so the ratio is taken
+    under the distribution the samples came from. Position ids follow the attention mask, because
+    prompts are left-padded (as in ``generate``). Models whose logits are not a plain matmul
+    (soft-capping, scaled or biased heads) take the ordinary logits path instead.
     """
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    targets = input_ids[:, -n_completion:]
+    try:
+        weight = lm_head_weight(model)
+    except MinirftError:
+        weight = None
+    if weight is not None:
+        hidden = decoder_hidden_states(model, input_ids, attention_mask, position_ids=position_ids)
+        out = selective_logprobs(hidden[:, -n_completion - 1:-1], weight, targets, temperature,
+                                 with_entropy=with_entropy)
+        return out if with_entropy else (out, None)
+    return _logits_logprobs(model, input_ids, attention_mask, position_ids, targets, temperature, with_entropy)
+
+
+def _logits_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                     targets: torch.Tensor, temperature: float, with_entropy: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unfused path, row by row (the [B, C, V] log-softmax would be another full copy of the logits)."""
+    n_completion = targets.shape[1]
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 logits_to_keep=n_completion + 1, use_cache=False)
     logits = out.logits[:, :-1, :].float()
     if temperature != 1.0:
         logits = logits / temperature
-    targets = input_ids[:, -n_completion:]
-    # Row by row: the [B, C, V] log-softmax would be another full copy of the logits.
     logps, entropies = [], []
     for i in range(logits.shape[0]):
         lse = torch.logsumexp(logits[i], dim=-1)
