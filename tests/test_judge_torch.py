@@ -202,3 +202,9 @@ def test_user_errors_are_one_line(parts):
     ev = TorchEvaluator(*parts)
     with pytest.raises(MinirftError, match="single token"):
         ev.evaluate(queries()[:1], [("Yes",), ("Absolutely-not-a-token",)])
+
+
+def test_query_longer_than_the_model_is_a_runtime_error(parts):
+    ev = TorchEvaluator(*parts)  # max_position_embeddings 4096; GroupJudge turns this into error scores
+    with pytest.raises(RuntimeError, match="4096"):
+        ev.evaluate([Query((HEADER, "row\n", "cand\n", "Explain:"), generate=5000)], YES_NO)

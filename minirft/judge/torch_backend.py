@@ -203,6 +203,10 @@ class TorchEvaluator:
         header = self.tokenize(queries[0].segments[0], bos=True)
         # Segments are tokenized separately: a shared segment then has the same tokens in every query.
         toks = [tuple(t for t in (self.tokenize(s) for s in q.segments[1:]) if t) for q in queries]
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        longest = len(header) + max(sum(map(len, t)) + q.generate for t, q in zip(toks, queries))
+        if limit and longest > limit:  # a RuntimeError: GroupJudge turns it into error scores, not a crash
+            raise RuntimeError(f"judge query is {longest} tokens; the judge model handles {limit}")
         self.stats.queries += len(queries)
         self.stats.per_query_tokens += sum(len(header) + sum(map(len, t)) for t in toks)
         hidden: list = [None] * len(queries)
