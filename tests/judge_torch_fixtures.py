@@ -29,7 +29,7 @@ def make_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def make_model(vocab_size: int, seed: int = 0, n_layer: int = 2, hidden: int = 64):
+def make_model(vocab_size: int, seed: int = 0, n_layer: int = 2, hidden: int = 64, attention_dropout: float = 0.0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -37,7 +37,7 @@ def make_model(vocab_size: int, seed: int = 0, n_layer: int = 2, hidden: int = 6
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                       num_hidden_layers=n_layer, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=1,
-                      eos_token_id=2, pad_token_id=0)
+                      eos_token_id=2, pad_token_id=0, attention_dropout=attention_dropout)
     model = LlamaForCausalLM(cfg).float().eval()
     with torch.no_grad():  # random init is near-uniform over labels; sharpen it so scores vary
         model.lm_head.weight.mul_(8.0)

@@ -167,12 +167,13 @@ def test_preference_through_build_judge(hf_folder):
 def test_self_judge_with_lora_adapter_scores_the_base(parts):
     peft = pytest.importorskip("peft")
     _, tok = parts
-    model = make_model(len(tok), seed=1)
+    model = make_model(len(tok), seed=1, attention_dropout=0.5)  # train-mode dropout would show
     c = cfg("unused-for-self-judge", self_judge=True, rationales="none")
     base = build_judge(c, policy_model=model, policy_tokenizer=tok).score_groups(ROWS, GROUPS)
     lora = peft.LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"],
                            init_lora_weights=False)  # random B: the adapter really changes the model
     policy = peft.get_peft_model(model, lora)
+    policy.train()  # as the trainer leaves it: judging must not use dropout, and must restore the mode
     judge = build_judge(c, policy_model=policy, policy_tokenizer=tok)
     self_scores = judge.score_groups(ROWS, GROUPS)
     adapted = GroupJudgeWithoutDisable(c, policy, tok).score_groups(ROWS, GROUPS)
@@ -182,6 +183,7 @@ def test_self_judge_with_lora_adapter_scores_the_base(parts):
     diff = max(abs(x.reward - z.reward) for b, a in zip(base, adapted) for x, z in zip(b, a))
     assert diff > 1e-3  # with the adapter on, the scores do move: disabling it is what makes them equal
     assert policy.active_adapter == "default"  # the adapter is back on after judging
+    assert policy.training
 
 
 def GroupJudgeWithoutDisable(c, policy, tok):

@@ -91,6 +91,18 @@ def load_hf_judge(path: str, *, gguf_file: str | None = None, device: str = "aut
     return model, tok
 
 
+@contextlib.contextmanager
+def _eval_mode(model):
+    """eval() while judging: a lent policy may be in train mode (dropout; gradient checkpointing,
+    which would also turn the KV cache off). Its mode is restored afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
 def _device(name: str):
     import torch
 
@@ -211,7 +223,7 @@ class TorchEvaluator:
         self.stats.per_query_tokens += sum(len(header) + sum(map(len, t)) for t in toks)
         hidden: list = [None] * len(queries)
         texts = [""] * len(queries)
-        with torch.no_grad(), self._context():
+        with torch.no_grad(), self._context(), _eval_mode(self.model):
             head_kv = self._header_kv(header)
             for start in range(0, len(queries), self.max_batch):
                 idx = list(range(start, min(start + self.max_batch, len(queries))))
