@@ -10,7 +10,7 @@ one criterion asked per candidate, all eight listed in the shared header):
 * ``llama_cpp``       — the default backend (llama.cpp, quantized weights, batched, shared prefix).
 
 Timings are steady-state calls (the header already cached, as every training step after the first),
-plus the cold first call (model already loaded, header not cached). The torch backend runs the
+plus the cold first call of each backend (model loaded, header not yet computed). The torch backend runs the
 GGUF dequantised to fp32 (transformers' ``gguf_file=``), so it does ~4x the memory traffic of
 llama.cpp's Q4 kernels; its scores differ from llama.cpp's by the quantized-matmul rounding only.
 
@@ -33,33 +33,50 @@ from minirft.data import parse_row
 from minirft.judge import build_judge
 
 
-def run(model: str, threads: int, backend: str, max_seqs: int) -> dict:
+def _judge(model: str, threads: int, backend: str):
+    cfg = judge_config(model, threads, False).model_copy(update={"backend": backend, "max_seqs": 16})
+    j = build_judge(cfg.model_copy(update={"criteria": cfg.criteria[:1]}))
+    j.layout.cfg = cfg  # the header lists all eight criteria (long rubric), the queries ask the first
+    return j
+
+
+def _timed(j, label: str) -> dict:
+    row = parse_row({"prompt": PROMPT}, "bench")
+    t = time.perf_counter()
+    scores = j.score_groups([row], [CANDIDATES])[0]
+    dt = time.perf_counter() - t
+    print(f"  {label}: {dt:.1f} s", flush=True)
+    return {"seconds": dt, "cand_per_s": len(CANDIDATES) / dt, "p_yes": [round(s.criteria["answers"], 5) for s in scores]}
+
+
+def run_torch(model: str, threads: int) -> dict:
+    """One load; cold (header not cached) and steady calls, batched (max_seqs 16) then per candidate."""
     import torch
 
     torch.set_num_threads(threads)
-    cfg = judge_config(model, threads, False).model_copy(update={"backend": backend, "max_seqs": max_seqs})
-    cfg_one = cfg.model_copy(update={"criteria": cfg.criteria[:1]})
-    j = build_judge(cfg_one)
-    j.layout.cfg = cfg  # the header lists all eight criteria (long rubric), the queries ask the first
-    row = parse_row({"prompt": PROMPT}, "bench")
+    j = _judge(model, threads, "torch")
+    ev = j.evaluator
     try:
         t = time.perf_counter()
-        j.score_groups([row], [CANDIDATES[:1]])  # loads the model (and caches the header)
+        ev.model  # noqa: B018 - loads
         load = time.perf_counter() - t
-        if backend == "torch":
-            j.evaluator.reset()  # cold call below: header not cached
-        t = time.perf_counter()
-        j.score_groups([row], [CANDIDATES])
-        cold = time.perf_counter() - t
-        t = time.perf_counter()
-        scores = j.score_groups([row], [CANDIDATES])[0]
-        dt = time.perf_counter() - t
-        ev = j.evaluator
-        header = len(ev.tokenize(j.layout.header(), bos=True)) if backend == "torch" else \
-            len(ev.engine.tokenize(j.layout.header(), bos=ev.engine.add_bos))
-        return {"seconds": dt, "cand_per_s": len(CANDIDATES) / dt, "cold_seconds": cold,
-                "cold_cand_per_s": len(CANDIDATES) / cold, "first_call_with_load_seconds": load,
-                "header_tokens": header, "p_yes": [round(s.criteria["answers"], 5) for s in scores]}
+        print(f"  torch load {load:.1f} s (0 when build_judge already loaded it for the chat template)", flush=True)
+        cold = _timed(j, "torch cold (header computed)")
+        batched = _timed(j, "torch batched steady")
+        ev.max_batch = 1
+        per_cand = _timed(j, "torch per-candidate steady")
+        header = len(ev.tokenize(j.layout.header(), bos=True))
+        return {"load_seconds": load, "header_tokens": header, "cold_batched": cold,
+                "torch_batched": batched, "torch_per_cand": per_cand}
+    finally:
+        j.close()
+
+
+def run_llama(model: str, threads: int) -> dict:
+    j = _judge(model, threads, "llama_cpp")
+    try:
+        j.evaluator.engine  # noqa: B018 - loads
+        return {"cold": _timed(j, "llama_cpp cold"), "llama_cpp": _timed(j, "llama_cpp steady")}
     finally:
         j.close()
 
@@ -71,9 +88,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "judge_torch.json"))
     args = ap.parse_args()
 
-    res = {"torch_batched": run(args.model, args.threads, "torch", 16),
-           "torch_per_cand": run(args.model, args.threads, "torch", 1),
-           "llama_cpp": run(args.model, args.threads, "llama_cpp", 16)}
+    tr = run_torch(args.model, args.threads)
+    lr = run_llama(args.model, args.threads)
+    res = {"torch_batched": tr["torch_batched"], "torch_per_cand": tr["torch_per_cand"], "llama_cpp": lr["llama_cpp"]}
     p = {k: np.array(v["p_yes"]) for k, v in res.items()}
     import torch
     import transformers
@@ -81,17 +98,18 @@ def main() -> None:
     result = {
         "model": args.model, "threads": args.threads, "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__, "transformers": transformers.__version__,
-        "candidates": len(CANDIDATES), "rubric_tokens": res["torch_batched"]["header_tokens"], **res,
+        "candidates": len(CANDIDATES), "rubric_tokens": tr["header_tokens"], **res,
+        "torch_cold_batched": tr["cold_batched"], "llama_cpp_cold": lr["cold"], "torch_load_seconds": tr["load_seconds"],
         "max_abs_dp_torch_batched_vs_per_cand": float(np.abs(p["torch_batched"] - p["torch_per_cand"]).max()),
         "max_abs_dp_torch_vs_llama_cpp": float(np.abs(p["torch_batched"] - p["llama_cpp"]).max()),
         "speedup_torch_batched_vs_per_cand": res["torch_batched"]["cand_per_s"] / res["torch_per_cand"]["cand_per_s"],
         "speedup_llama_cpp_vs_torch_batched": res["llama_cpp"]["cand_per_s"] / res["torch_batched"]["cand_per_s"],
         "note": "taken on a shared 2-core machine with other jobs running; ratios are more reliable than absolutes",
     }
-    print(f"{'method':<16}{'steady s':>10}{'cand/s':>9}{'cold s':>9}{'cand/s':>9}")
-    for name, r in res.items():
-        print(f"{name:<16}{r['seconds']:>10.2f}{r['cand_per_s']:>9.2f}{r['cold_seconds']:>9.2f}"
-              f"{r['cold_cand_per_s']:>9.2f}")
+    print(f"{'method':<22}{'seconds':>9}{'cand/s':>9}")
+    rows = dict(res, torch_batched_cold=tr["cold_batched"], llama_cpp_cold=lr["cold"])
+    for name, r in rows.items():
+        print(f"{name:<22}{r['seconds']:>9.2f}{r['cand_per_s']:>9.2f}")
     print(f"rubric tokens {result['rubric_tokens']}; max |dP(yes)| torch batched vs per-candidate "
           f"{result['max_abs_dp_torch_batched_vs_per_cand']:.1e}, torch vs llama_cpp "
           f"{result['max_abs_dp_torch_vs_llama_cpp']:.3f}")

@@ -125,7 +125,8 @@ class TorchEvaluator:
     """Label probabilities from an HF causal LM's verdict hidden states.
 
     Either give ``model`` and ``tokenizer`` (already loaded: self-judging, tests) or ``loader``, a
-    zero-argument callable returning them (called once, on first use, so building a judge is cheap).
+    zero-argument callable returning them (called once, on first use; ``build_judge`` with
+    ``prompt_format: auto`` uses it at once, to read the chat template).
     ``context`` is entered around every forward (e.g. ``policy.disable_adapter``).
     """
 
