@@ -126,7 +126,16 @@ class JudgeConfig(Section):
     max_candidate_tokens: int = Field(384, ge=8)
     retries: int = Field(2, ge=0)
     http: HttpJudgeConfig = Field(default_factory=HttpJudgeConfig)
+    # torch backend (an HF folder or a GGUF dequantised by transformers; judge.max_seqs = queries per batch).
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bfloat16 on CUDA, float32 on CPU.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # CUDA only: load the judge in 4-bit nf4 through bitsandbytes.
+    load_in_4bit: bool = False
     # torch backend: reuse the policy's base with the adapter disabled as the judge (self-judging).
+    # No extra memory, but a known bias risk: the judge shares the policy's base, so it tends to
+    # prefer its own style and can be gamed by what the policy learns. Use for cheap experiments;
+    # keep an independent judge for runs whose rewards you want to trust.
     self_judge: bool = False
 
     @model_validator(mode="after")

@@ -212,9 +212,9 @@ def test_retries_then_error_scores(judge):
     assert bad.calls == 3 * 3  # whole call, then each of the 2 rows, each with 1 + 2 retries
 
 
-def test_torch_backend_is_a_clear_error(tiny):
+def test_self_judge_needs_the_torch_backend(tiny):
     with pytest.raises(MinirftError, match="torch"):
-        build_judge(cfg(tiny, backend="torch"))
+        build_judge(cfg(tiny, self_judge=True))
 
 
 def test_candidate_cannot_close_its_delimiter(judge):

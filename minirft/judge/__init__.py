@@ -13,14 +13,23 @@ from minirft.recipe import JudgeConfig
 __all__ = ["build_judge", "Judge", "PairVerdict", "Score"]
 
 
-def build_judge(cfg: JudgeConfig, *, defended: bool = True) -> "Judge":
-    """A judge for ``cfg``. ``defended=False`` drops the prompt-injection defences (benchmarks only)."""
+def build_judge(cfg: JudgeConfig, *, defended: bool = True, policy_model=None, policy_tokenizer=None) -> "Judge":
+    """A judge for ``cfg``. ``defended=False`` drops the prompt-injection defences (benchmarks only).
+
+    ``policy_model``/``policy_tokenizer``: the trainer's (PEFT-wrapped) policy, used only when
+    ``judge.self_judge`` is true: the judge is then the policy's base with the adapter disabled.
+    """
     from minirft.judge.core import GroupJudge
     from minirft.judge.prompts import Layout, detect_format
 
+    if cfg.self_judge and cfg.backend != "torch":
+        raise MinirftError("judge.self_judge: true needs judge.backend: torch")
     if cfg.backend == "torch":
-        raise MinirftError("judge.backend: torch is not available yet (it comes with the kernels); "
-                           "use llama_cpp or http")
+        ev = _torch_evaluator(cfg, policy_model, policy_tokenizer)
+        fmt = cfg.prompt_format
+        if fmt == "auto":
+            fmt = detect_format(ev.chat_template())
+        return GroupJudge(cfg, ev, Layout(cfg, fmt, defended))
     if cfg.backend == "http":
         from minirft.judge.http import HttpEvaluator
 
@@ -54,3 +63,23 @@ def _chat_template(path) -> str:
         return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
     except Exception:  # noqa: BLE001 - an unreadable template means plain text prompts
         return ""
+
+
+def _torch_evaluator(cfg: JudgeConfig, policy_model, policy_tokenizer):
+    import contextlib
+
+    from minirft.judge.torch_backend import TorchEvaluator, load_hf_judge
+    from minirft.models import resolve_model
+
+    if cfg.self_judge:
+        if policy_model is None or policy_tokenizer is None:
+            raise MinirftError("judge.self_judge: true needs the policy model: build_judge(cfg, "
+                               "policy_model=..., policy_tokenizer=...) (the trainer passes them)")
+        disable = getattr(policy_model, "disable_adapter", None)  # a PEFT model; a plain one is its own base
+        return TorchEvaluator(policy_model, policy_tokenizer, context=disable or contextlib.nullcontext,
+                              max_batch=cfg.max_seqs, name="the policy's base (self_judge)")
+    model = resolve_model(cfg.model)
+    path, gguf = (str(model.path.parent), model.path.name) if model.is_gguf else (str(model.path), None)
+    return TorchEvaluator(loader=lambda: load_hf_judge(path, gguf_file=gguf, device=cfg.device, dtype=cfg.dtype,
+                                                       load_in_4bit=cfg.load_in_4bit),
+                          max_batch=cfg.max_seqs, name=str(model.path))
