@@ -157,11 +157,13 @@ def absolutise(recipe: Recipe) -> Recipe:
     return r
 
 
-def build_judge_for(recipe: Recipe) -> Any:
+def build_judge_for(recipe: Recipe, policy: Policy) -> Any:
     if recipe.judge is None:
         return None
     from minirft.judge import build_judge  # lazy: llama-cpp-python is only needed with a judge
 
+    if recipe.judge.self_judge:  # the policy's base with the adapter disabled judges (no extra memory)
+        return build_judge(recipe.judge, policy_model=policy.model, policy_tokenizer=policy.tokenizer)
     return build_judge(recipe.judge)
 
 
@@ -226,7 +228,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         if own_judge:
-            judge = build_judge_for(recipe)
+            judge = build_judge_for(recipe, policy)
         stream = rollouts(recipe, policy, sampler, reward_fns, judge)
         for step in range(start_step + 1, tr.steps + 1):
             t_step = time.perf_counter()
