@@ -65,7 +65,7 @@ def test_eval_reports_win_rate_ci_rules_and_examples(trained_run, monkeypatch):
     judge = LetterJudge()
     monkeypatch.setattr(trust_cli, "make_judge", lambda cfg: judge if cfg.mode == "preference" else None)
     res = CliRunner().invoke(cli, ["eval", str(trained_run), "judge.mode=preference", "--limit", "6",
-                                   "--examples", "2"])
+                                   "--examples", "2", "--check", "{type: length, name: short, max_chars: 4}"])
     assert res.exit_code == 0, res.output
     report = json.loads((trained_run / "eval.json").read_text())
     pairs = report["pairs"]
@@ -78,7 +78,7 @@ def test_eval_reports_win_rate_ci_rules_and_examples(trained_run, monkeypatch):
     lo, hi = report["win_rate_ci95"]
     assert lo <= report["win_rate"] <= hi
     assert [c[2] for c in judge.calls] == [True, True, False, False, False, False]
-    assert set(report["measures"]) >= {"letters", "length_chars"}
+    assert set(report["measures"]) >= {"letters", "short", "length_chars"}
     assert "win rate" in res.stdout and "more letters" in res.stdout
 
 
@@ -89,3 +89,5 @@ def test_eval_errors(tmp_path, trained_run):
     assert res.exit_code == 1 and "the run has no judge" in res.output
     res = CliRunner().invoke(cli, ["eval", str(trained_run), "--adapter", str(tmp_path)])
     assert res.exit_code == 1 and "no trained adapter" in res.output
+    res = CliRunner().invoke(cli, ["eval", str(trained_run), "judge.mode=preference", "--check", "{type: nope}"])
+    assert res.exit_code == 1 and res.output.startswith("Error: --check {type: nope}:") and "Traceback" not in res.output

@@ -1,10 +1,10 @@
 """Held-out check of a trained adapter against its base, on measures the judge does not produce.
 
-``python -m minirft.train.evaluate RUN_DIR`` generates one completion per held-out prompt
+:func:`evaluate` (used by ``minirft eval RUN_DIR``) generates one completion per held-out prompt
 (``data.eval_path`` of the run's recipe) with the adapter off (the base) and on (the trained policy),
 greedy by default so the comparison is not sampling noise, and scores both with the recipe's rule
-rewards plus any ``--check`` rule given on the command line (e.g. a length or regex rule the run did
-not train on). It prints a table and writes ``RUN_DIR/heldout.json``.
+rewards plus any ``--check`` rule given to ``minirft eval`` (e.g. a length or regex rule the run did
+not train on).
 
 Why not the judge: a tiny judge rewards what it rewards; showing that *its* reward rose proves little.
 A rule check on prompts the run never saw is an independent measure.
@@ -12,19 +12,14 @@ A rule check on prompts the run never saw is an independent measure.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from minirft.atomic import write_text
 from minirft.data import load_prompts
 from minirft.errors import MinirftError
-from minirft.recipe import Recipe, load_recipe
+from minirft.recipe import Recipe
 from minirft.rewards import build_rewards, call_reward
 from minirft.train.policy import Policy, encode_prompts, load_policy
 
@@ -96,35 +91,3 @@ def evaluate(recipe: Recipe, adapter: Path, *, data: Path | None = None, checks:
 def _mean(values: list) -> float | None:
     vals = [float(v) for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m minirft.train.evaluate", description=__doc__.split("\n\n")[0],
-                                 epilog="example: python -m minirft.train.evaluate runs/arithmetic-20261123-040000 "
-                                        "--check '{type: length, max_chars: 80}'")
-    ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--data", type=Path, default=None, help="held-out JSONL (default: the recipe's data.eval_path)")
-    ap.add_argument("--adapter", type=Path, default=None, help="default: RUN_DIR/adapter")
-    ap.add_argument("--check", action="append", default=[], help="an extra rule reward as YAML, repeatable")
-    ap.add_argument("--limit", type=int, default=None)
-    args = ap.parse_args(argv)
-    try:
-        recipe = load_recipe(args.run_dir / "recipe.resolved.yaml")
-        checks = [yaml.safe_load(c) for c in args.check]
-        result = evaluate(recipe, args.adapter or args.run_dir / "adapter", data=args.data, checks=checks,
-                          limit=args.limit)
-    except MinirftError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    print(f"held-out: {result['data']} ({result['n']} prompts, greedy)")
-    print(f"{'measure':<20} {'base':>8} {'trained':>8}")
-    for name, m in result["measures"].items():
-        fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"{name:<20} {fmt(m['base']):>8} {fmt(m['trained']):>8}")
-    public = {k: v for k, v in result.items() if k not in ("rows", "base", "trained")}
-    write_text(args.run_dir / "heldout.json", json.dumps(public, indent=1, ensure_ascii=False) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
+from pydantic import ValidationError
 
 from minirft.errors import MinirftError
 from minirft.recipe import find_recipe, load_recipe
@@ -100,6 +102,24 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
     sys.stdout.flush()
 
 
+def _parse_check(text: str) -> dict:
+    """One --check option: a reward config as YAML, validated against the recipe schema."""
+    from pydantic import TypeAdapter
+
+    from minirft.recipe import RewardConfig
+
+    try:
+        data = yaml.safe_load(text)
+        TypeAdapter(RewardConfig).validate_python(data)
+    except yaml.YAMLError:
+        raise MinirftError(f"--check: not YAML: {text}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "(top level)"
+        raise MinirftError(f"--check {text}: {where}: {err['msg']}") from None
+    return data
+
+
 @click.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("overrides", nargs=-1)
@@ -109,8 +129,10 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
               help="Adapter folder. Default: RUN_DIR/adapter.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")
 @click.option("--examples", default=3, show_default=True, help="Example pairs (with rationales) to show.")
+@click.option("--check", "checks", multiple=True, metavar="YAML",
+              help="An extra rule check as a YAML reward, e.g. '{type: regex, name: digits, pattern: \\d}'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_command(run_dir, overrides, prompts, adapter, limit, examples, as_json) -> None:
+def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, as_json) -> None:
     """Tuned adapter vs its base on held-out prompts: judged win rate with a 95% bootstrap interval.
 
     Both generate greedily (adapter on / adapter off, one model in memory). Every pair is judged
@@ -124,6 +146,7 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, as_json)
       minirft eval runs/polite-20261123-101500
       minirft eval runs/polite-20261123-101500 --prompts heldout.jsonl --limit 32
       minirft eval runs/arithmetic-20261123-090000 judge.model=smollm2-135m-instruct --json
+      minirft eval runs/arithmetic-20261123-090000 --check '{type: length, name: short, max_chars: 40}'
     """
     from minirft.atomic import write_text
     from minirft.train.evaluate import evaluate
@@ -138,8 +161,9 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, as_json)
     r = load_recipe(resolved, overrides)
     if r.judge is None:
         raise MinirftError(f"{resolved}: the run has no judge; add judge.model=NAME to judge the pairs")
-    click.echo(f"generating base and tuned completions for held-out prompts…", err=True)
-    result = evaluate(r, adapter, data=prompts, limit=limit)
+    extra = [_parse_check(text) for text in checks]  # validated before any model loads
+    click.echo("generating base and tuned completions for held-out prompts…", err=True)
+    result = evaluate(r, adapter, data=prompts, limit=limit, checks=extra)
     rows, base, tuned = result.pop("rows"), result.pop("base"), result.pop("trained")
 
     judge_cfg = r.judge.model_copy(update={"mode": "preference"})
