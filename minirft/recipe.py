@@ -132,6 +132,9 @@ class JudgeConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # CUDA only: load the judge in 4-bit nf4 through bitsandbytes.
     load_in_4bit: bool = False
+    # Platt scaling from `minirft calibrate --fit` (a `<recipe>.calibration.json`, relative to the recipe):
+    # applied to each criterion's P(yes) (rubric) or to the swap-averaged P(A better) (preference).
+    calibration: str | None = None
     # torch backend: reuse the policy's base with the adapter disabled as the judge (self-judging).
     # No extra memory, but a known bias risk: the judge shares the policy's base, so it tends to
     # prefer its own style and can be gamed by what the policy learns. Use for cheap experiments;
@@ -379,6 +382,11 @@ def validate_recipe(
             problems.append(f"{place}: {dotted}: {_describe(err)}{tag}")
         raise MinirftError(problems[0] if len(problems) == 1 else "; ".join(problems)) from None
     recipe.source = source.resolve() if source else None
+    if recipe.judge is not None and recipe.judge.calibration:
+        cal = recipe.resolve_path(recipe.judge.calibration)
+        if not cal.is_file():
+            raise MinirftError(f"{where}: judge.calibration: no such file {cal} (write it with minirft calibrate --fit)")
+        recipe.judge.calibration = str(cal)
     return recipe
 
 

@@ -52,6 +52,12 @@ class GroupJudge:
         self.evaluator = evaluator
         self.layout = layout
         self.last_seconds = 0.0  # wall time of the last score_groups call (the trainer logs it)
+        # Platt scaling fitted by `minirft calibrate --fit`: criterion name (or "preference") -> map
+        self.platt = {}
+        if cfg.calibration:
+            from minirft.trust.calibrate import load_calibration
+
+            self.platt = load_calibration(cfg.calibration)
 
     # ------------------------------------------------------------------------------ helpers
     def _clip(self, text: str) -> str:
@@ -177,6 +183,8 @@ class GroupJudge:
                 ps = crit[i][j]
                 if empty_p:
                     ps = {n: scoring.calibrate(p, empty_p[(i, n)]) for n, p in ps.items()}
+                if self.platt:
+                    ps = {n: self.platt[n](p) if n in self.platt else p for n, p in ps.items()}
                 scores.append(Score(reward=scoring.rubric_reward(ps, weights, gates), criteria=ps,
                                     rationale=why[i][j]))
             out.append(scores)
@@ -212,13 +220,18 @@ class GroupJudge:
         results = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
         out = []
         for (pairs, first, whys), group in zip(plan, groups):
-            p_first = [scoring.swap_average(float(results[first + 2 * k].probs[0]),
-                                            float(results[first + 2 * k + 1].probs[0])) for k in range(len(pairs))]
+            p_first = [self._pref(scoring.swap_average(float(results[first + 2 * k].probs[0]),
+                                                       float(results[first + 2 * k + 1].probs[0])))
+                       for k in range(len(pairs))]
             rates = scoring.win_rates(len(group), pairs, p_first)
             text = dict((j, results[q].text) for j, q in whys)
             out.append([Score(reward=0.5 if r is None else r, rationale=text.get(j))
                         for j, r in enumerate(rates)])
         return out
+
+    def _pref(self, p: float) -> float:
+        """The swap-averaged P(A better), through the fitted Platt map when there is one."""
+        return self.platt["preference"](p) if "preference" in self.platt else p
 
     def _compare(self, rows, pairs, rationale: bool) -> list[PairVerdict]:
         L = self.layout
@@ -237,7 +250,7 @@ class GroupJudge:
         for k in range(len(pairs)):
             r = res[k * step:(k + 1) * step]
             p_first, p_b_first = float(r[0].probs[0]), float(r[1].probs[0])
-            out.append(PairVerdict(p_a=scoring.swap_average(p_first, p_b_first), p_a_first=p_first,
+            out.append(PairVerdict(p_a=self._pref(scoring.swap_average(p_first, p_b_first)), p_a_first=p_first,
                                    p_a_second=1.0 - p_b_first, rationale=r[2].text if rationale else None))
         return out
 

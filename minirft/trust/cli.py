@@ -81,7 +81,7 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
         target = calibration_path(path)
         save_calibration(target, fitted, str(labels), report.n)
         report.fitted = {k: {"a": v.a, "b": v.b} for k, v in fitted.items()}
-        click.echo(f"saved {target} (set judge.calibration: {target.name} in the recipe to apply it)", err=True)
+        click.echo(f"saved {target} (add `calibration: {target.name}` to the recipe's judge section to apply it)", err=True)
     if plot:
         plot_reliability(report, plot, f"{r.judge.model} on {Path(labels).name} (n={report.n})")
         click.echo(f"wrote {plot}", err=True)

@@ -1,0 +1,63 @@
+"""`minirft calibrate --fit` output applied by the judge (judge.calibration)."""
+
+import json
+import math
+
+import pytest
+
+from minirft.data import parse_row
+from minirft.errors import MinirftError
+from minirft.judge import build_judge
+from minirft.recipe import JudgeConfig, load_recipe
+
+from judge_fixtures import write_tiny_gguf
+
+CRITERIA = [{"name": "answers", "question": "Does the response answer the question?"},
+            {"name": "polite", "question": "Is the response polite?"}]
+ROW = parse_row({"prompt": "What is 2+2?"}, "t")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf"))
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def test_rubric_and_preference_scores_go_through_the_fitted_map(tiny, tmp_path):
+    cal = tmp_path / "cal.json"
+    # answers: a=0 -> every P(yes) becomes sigmoid(b) = 0.8; polite: identity; preference: a=2 (sharper)
+    cal.write_text(json.dumps({"platt": {"answers": {"a": 0.0, "b": _logit(0.8)}, "polite": {"a": 1.0, "b": 0.0},
+                                         "preference": {"a": 2.0, "b": 0.0}}}))
+    base = dict(model=tiny, criteria=CRITERIA, n_threads=1, n_ctx=1024, rationales="none", deterministic=True)
+    plain = build_judge(JudgeConfig(**base))
+    fitted = build_judge(JudgeConfig(**base, calibration=str(cal)))
+    try:
+        a = plain.score_groups([ROW], [["4", "five"]])[0]
+        b = fitted.score_groups([ROW], [["4", "five"]])[0]
+        for x, y in zip(a, b):
+            assert y.criteria["answers"] == pytest.approx(0.8)
+            assert y.criteria["polite"] == pytest.approx(x.criteria["polite"], abs=1e-9)
+            assert y.reward == pytest.approx((0.8 + x.criteria["polite"]) / 2)
+        pa = build_judge(JudgeConfig(**{**base, "mode": "preference", "criteria": []}))
+        pb = build_judge(JudgeConfig(**{**base, "mode": "preference", "criteria": []}, calibration=str(cal)))
+        va, vb = pa.compare(ROW, "4", "five"), pb.compare(ROW, "4", "five")
+        assert vb.p_a == pytest.approx(1 / (1 + math.exp(-2 * _logit(va.p_a))))
+        pa.close()
+        pb.close()
+    finally:
+        plain.close()
+        fitted.close()
+
+
+def test_recipe_resolves_the_calibration_file_next_to_it(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
+    (tmp_path / "r.calibration.json").write_text('{"platt": {"ok": {"a": 1, "b": 0}}}')
+    text = "name: r\njudge:\n  calibration: r.calibration.json\n  criteria: [{name: ok, question: 'Ok?'}]\ndata: {path: p.jsonl}\n"
+    (tmp_path / "r.yaml").write_text(text)
+    assert load_recipe(tmp_path / "r.yaml").judge.calibration == str(tmp_path / "r.calibration.json")
+    (tmp_path / "r.calibration.json").unlink()
+    with pytest.raises(MinirftError, match="judge.calibration: no such file"):
+        load_recipe(tmp_path / "r.yaml")
