@@ -318,7 +318,7 @@ def update(recipe: Recipe, policy: Policy, batch: Batch, optimizer: Any, params:
                                        with_entropy=True)
         loss, stats = grpo_loss(logp, logp.detach(), ref, batch.advantages[sl].to(logp.device), mask,
                                 beta=tr.beta, clip_eps=tr.clip_eps, loss_norm=tr.loss_norm, normaliser=normaliser)
-        sums["entropy_sum"] += float((entropy * cmask).sum())
+        sums["entropy_sum"] += float((entropy.detach() * cmask).sum())
         sums["entropy_tokens"] += float(cmask.sum())
         if not torch.isfinite(loss):
             skipped = "loss"
