@@ -6,7 +6,7 @@ Every record has ``type``, ``time`` (unix seconds) and ``step``. Types:
 - ``step``: ``metrics`` — reward, reward_std, rewards/<name>, criteria/<name>, kl, loss, clip_ratio,
   entropy, completion_length, frac_reward_zero_std, generation_s, judge_s, update_s, tokens_per_s, lr…
 - ``sample``: prompt, completion, reward, advantage, rewards {name: value}, criteria {name: p},
-  rationale, group, judge_error
+  rationale, criterion_rationales {name: text} (judge.rationale_per_criterion), group, judge_error
 - ``event``: ``kind`` (checkpoint, nan_skip, judge_error, resume, warning, …) and ``message``
 - ``run_end``: ``status`` (finished, stopped, failed) and a final ``message``
 

@@ -113,6 +113,8 @@ class JudgeConfig(Section):
     # Rationales: none / only for the samples shown in logs and the TUI / all samples.
     rationales: Literal["none", "shown", "all"] = "shown"
     rationale_max_tokens: int = Field(48, ge=1, le=512)
+    # Rubric mode: one rationale per criterion (each its own short generation) instead of one per sample.
+    rationale_per_criterion: bool = False
     # Preference mode within a group of G completions: all pairs up to this many, else sampled.
     max_pairs_per_group: int = Field(16, ge=1)
     # llama_cpp backend settings.

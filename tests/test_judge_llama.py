@@ -121,6 +121,21 @@ def test_rationales_for_flagged_samples_only(judge, tiny):
         always.close()
 
 
+def test_rationales_per_criterion(tiny):
+    j = build_judge(cfg(tiny, rationale_per_criterion=True))
+    try:
+        flags = [[True, False, False, False]]
+        one = j.score_groups(ROWS[:1], GROUPS[:1], rationales=flags)[0]
+        assert set(one[0].criterion_rationales) == {"answers", "polite", "safe"}
+        assert all(isinstance(t, str) for t in one[0].criterion_rationales.values())
+        # the joined text names each criterion, in the recipe's order
+        lines = one[0].rationale.split("\n")
+        assert [line.split(":")[0] for line in lines if ":" in line][:1] == ["answers"]
+        assert one[1].criterion_rationales == {} and one[1].rationale is None
+    finally:
+        j.close()
+
+
 def test_rationale_generation_is_greedy_and_bounded(judge):
     from minirft.judge.engine import Query
 

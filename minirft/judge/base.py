@@ -21,6 +21,8 @@ class Score:
     criteria: dict[str, float] = field(default_factory=dict)  # rubric: P(yes) per criterion name
     rationale: str | None = None  # a short explanation from the judge, when asked for
     error: str | None = None  # why reward is None
+    # rubric with judge.rationale_per_criterion: a rationale per criterion name (`rationale` joins them)
+    criterion_rationales: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

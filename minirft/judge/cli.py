@@ -67,6 +67,8 @@ def score_file(judge, items, rationales: bool, progress) -> list[dict]:
                     out[i].update(reward=s.reward, criteria=s.criteria)
                     if rationales:
                         out[i]["rationale"] = s.rationale
+                        if s.criterion_rationales:
+                            out[i]["criterion_rationales"] = s.criterion_rationales
                     if s.error:
                         out[i]["error"] = s.error
                 progress(len(g))

@@ -154,7 +154,12 @@ class GroupJudge:
                 for c in cfg.criteria:
                     queries.append(Query((header, row_seg, resp, L.criterion_cue(c.question))))
                     where.append(("crit", i, j, c.name))
-                if flags[i][j]:
+                if flags[i][j] and cfg.rationale_per_criterion:
+                    for c in cfg.criteria:
+                        queries.append(Query((header, row_seg, resp, L.criterion_rationale_cue(c.question)),
+                                             generate=cfg.rationale_max_tokens))
+                        where.append(("why", i, j, c.name))
+                elif flags[i][j]:
                     queries.append(Query((header, row_seg, resp, L.rationale_cue()),
                                          generate=cfg.rationale_max_tokens))
                     where.append(("why", i, j, None))
@@ -166,10 +171,13 @@ class GroupJudge:
         results = self.evaluator.evaluate(queries, self._classes())
         crit = [[{} for _ in g] for g in groups]
         why = [[None for _ in g] for g in groups]
+        why_crit: list[list[dict[str, str]]] = [[{} for _ in g] for g in groups]
         empty_p: dict[tuple[int, str], float] = {}
         for (kind, i, j, name), res in zip(where, results):
             if kind == "crit":
                 crit[i][j][name] = self._value(res.probs)
+            elif kind == "why" and name is not None:
+                why_crit[i][j][name] = res.text
             elif kind == "why":
                 why[i][j] = res.text
             else:
@@ -185,8 +193,10 @@ class GroupJudge:
                     ps = {n: scoring.calibrate(p, empty_p[(i, n)]) for n, p in ps.items()}
                 if self.platt:
                     ps = {n: self.platt[n](p) if n in self.platt else p for n, p in ps.items()}
+                per = why_crit[i][j]
+                text = "\n".join(f"{n}: {t}" for n, t in per.items()) if per else why[i][j]
                 scores.append(Score(reward=scoring.rubric_reward(ps, weights, gates), criteria=ps,
-                                    rationale=why[i][j]))
+                                    rationale=text, criterion_rationales=per))
             out.append(scores)
         return out
 

@@ -133,6 +133,13 @@ class Layout:
             return f"Question: {q}\nBetter response (A or B):"
         return f"Question: {q}\nAnswer with A or B.{self._close()}"
 
+    def criterion_rationale_cue(self, question: str) -> str:
+        """Ask for the reason behind one criterion's verdict (judge.rationale_per_criterion)."""
+        ask = f"In one sentence, explain whether the response meets this: {question}"
+        if self.fmt == "plain":
+            return f"{ask}\nExplanation:"
+        return f"{ask}{self._close()}"
+
     def rationale_cue(self) -> str:
         ask = RATIONALE_CUE if self.cfg.mode == "rubric" else (
             f"In one or two sentences, explain your judgement. The question: {self.cfg.preference_question}")

@@ -408,6 +408,7 @@ def sample_rows(recipe: Recipe, batch: Batch) -> list[dict]:
             "rewards": {name: values[k] for name, values in batch.per_reward.items()},
             "criteria": dict(score.criteria) if score is not None else {},
             "rationale": score.rationale if score is not None else None,
+            "criterion_rationales": dict(score.criterion_rationales) if score is not None else {},
             "judge_error": score.error if score is not None else None,
         })
     # group-major order reads best in a log: all shown samples of prompt 0, then prompt 1…
