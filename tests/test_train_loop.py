@@ -192,7 +192,9 @@ def test_adapter_reloads_with_the_same_logprobs(tiny, tmp_path):
 
     policy.load_adapter_state(load_file(str(run / "checkpoints" / "step-2" / "adapter" /
                                              "adapter_model.safetensors")))
-    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny / "model"), run / "adapter")
+    base_dtype = policy.model.get_base_model().dtype  # bf16 on a CPU with native bf16, else fp32
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny / "model", dtype=base_dtype),
+                                         run / "adapter")
     ids = torch.tensor([[5, 9, 40, 71, 33, 2, 90, 91]])
     mask = torch.ones_like(ids)
     policy.model.eval()

@@ -107,3 +107,46 @@ def test_gpu_only_settings_are_clear_errors_on_cpu(tmp_path):
     make_tiny_model(tmp_path / "m")
     with pytest.raises(MinirftError, match="4-bit"):
         load_policy(PolicyConfig(model=str(tmp_path / "m"), backend="hf", load_in_4bit=True), device="cpu")
+
+
+@pytest.mark.parametrize("has_bf16, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch, has_bf16, expected):
+    from minirft.recipe import PolicyConfig
+    from minirft.train import policy as policy_mod
+
+    monkeypatch.setattr(policy_mod, "cpu_has_bf16", lambda: has_bf16)
+    assert policy_mod._dtype(PolicyConfig(), cuda=False) == expected
+    assert policy_mod._dtype(PolicyConfig(), cuda=True) == torch.bfloat16
+    assert policy_mod._dtype(PolicyConfig(dtype="float32"), cuda=False) == torch.float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_folded_adapter_matches_the_policy_and_restores_the_base_exactly(tmp_path, dtype):
+    from minirft.recipe import PolicyConfig
+    from minirft.train.policy import generate, load_policy
+
+    tiny = make_tiny_model(tmp_path / "model")
+    policy = load_policy(PolicyConfig(model=str(tiny), dtype=dtype), seed=3)
+    with torch.no_grad():  # give the adapter something to fold: LoRA B starts at zero
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    base = {n: p.detach().clone() for n, p in policy.model.named_parameters() if not p.requires_grad}
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44]])
+    policy.model.eval()
+    with torch.no_grad():
+        unfolded = policy.model(input_ids=ids).logits.float()
+        with policy.folded():
+            folded = policy.model(input_ids=ids).logits.float()
+        with policy.reference():
+            reference = policy.model(input_ids=ids).logits.float()
+            with policy.folded():  # inside reference() nothing is folded: the base is what is asked for
+                still_reference = policy.model(input_ids=ids).logits.float()
+    effect = (unfolded - reference).abs().max()  # what the adapter does to the logits
+    error = (folded - unfolded).abs().max()  # what folding it into rounded weights costs
+    assert error < (1e-4 if dtype == "float32" else 0.2 * effect), (error, effect)
+    assert torch.equal(still_reference, reference)
+    generate(policy, [[1, 40, 41]] * 4, max_new_tokens=6, temperature=1.0, top_p=1.0, top_k=0)
+    for n, p in policy.model.named_parameters():  # bit-exact base after folding and generating
+        if n in base:
+            assert torch.equal(p, base[n]), n

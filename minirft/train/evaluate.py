@@ -35,8 +35,10 @@ def complete(policy: Policy, conversations: list, *, max_new_tokens: int, max_pr
     for lo in range(0, len(conversations), batch):
         ids = encode_prompts(policy, conversations[lo:lo + batch], max_prompt_tokens)
         x, mask = _left_pad(ids, policy.pad_id, policy.device)
-        gen = policy.model.generate(input_ids=x, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                                    pad_token_id=policy.pad_id, eos_token_id=policy.eos_ids)
+        with policy.folded():
+            gen = policy.model.generate(input_ids=x, attention_mask=mask, do_sample=False,
+                                        max_new_tokens=max_new_tokens, pad_token_id=policy.pad_id,
+                                        eos_token_id=policy.eos_ids)
         for row in gen[:, x.shape[1]:].tolist():
             kept = []
             for t in row:

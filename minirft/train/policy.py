@@ -3,7 +3,9 @@
 Backends (``policy.backend``):
 
 - ``hf``: transformers + peft. On CUDA the base is loaded 4-bit (bitsandbytes nf4, double quant,
-  bf16 compute) unless ``load_in_4bit: false``; on CPU it is fp32 (or the recipe's dtype). A GGUF
+  bf16 compute) unless ``load_in_4bit: false``; on CPU it is bf16 where the CPU has native bf16, else
+  fp32 (or the recipe's dtype). Generation runs with the adapter folded into the weights
+  (:meth:`Policy.folded`). A GGUF
   file is loaded with ``gguf_file=`` and dequantised.
 - ``unsloth``: ``FastLanguageModel`` (4-bit base, its LoRA and fast generation); CUDA only. It is
   imported lazily because ``import unsloth`` fails on a machine without a GPU.
@@ -48,6 +50,36 @@ class Policy:
         with self.model.disable_adapter():
             yield
 
+    @contextlib.contextmanager
+    def folded(self) -> Iterator[None]:
+        """The adapter folded into the base weights for the duration (for generation), then the base
+        weights restored bit for bit from a copy.
+
+        Sampling through peft's unmerged LoRA layers costs a Python detour per layer and token: 8.5 s
+        against 5.4 s folded for 16 x 48 tokens of SmolLM2-135M on 2 cores. Restoring from a copy rather
+        than subtracting the delta again keeps the base exact (in bf16, W + Δ − Δ ≠ W), so the reference
+        model never drifts and resumed runs stay identical. Layers that cannot be folded exactly (a 4-bit
+        base, unsloth's own fast path) are left as they are."""
+        layers = _foldable_lora_layers(self.model) if self.backend == "hf" else []
+        if not layers:
+            yield
+            return
+        saved = []
+        with torch.no_grad():
+            for layer in layers:
+                weight = layer.base_layer.weight
+                saved.append(weight.detach().clone())
+                for name in layer.active_adapters:
+                    if name in layer.lora_A:
+                        weight.add_(layer.get_delta_weight(name).to(weight.dtype))
+        try:
+            with self.model.disable_adapter():
+                yield
+        finally:
+            with torch.no_grad():
+                for layer, original in zip(layers, saved):
+                    layer.base_layer.weight.copy_(original)
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
@@ -69,6 +101,29 @@ class Policy:
         self.model.save_pretrained(str(path), safe_serialization=True)
 
 
+def _contiguous_head_input(model: Any) -> None:
+    """Hand the output head a contiguous input. Generation's prefill computes logits of the last
+    position only, ``lm_head(hidden[:, -1:, :])``, a strided view; torch 2.13's CPU ``F.linear`` on a
+    strided 3-D bf16 input broadcasts the weight per row: 864 MB transient for 16 prompts with
+    SmolLM2's 49k x 576 head, +0 MB once the input is contiguous (measured)."""
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+
+
+def _foldable_lora_layers(model: Any) -> list[Any]:
+    """Every LoRA layer of ``model`` if all of them wrap a plain ``nn.Linear`` (else none: fold all or
+    nothing, so the folded model is exactly the policy up to rounding)."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if not layers or any(type(m.base_layer) is not torch.nn.Linear for m in layers):
+        return []
+    if any(m.disable_adapters for m in layers):  # inside `reference()`: the base is what is asked for
+        return []
+    return layers
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
@@ -83,9 +138,20 @@ def choose_backend(cfg: PolicyConfig) -> str:
     return "hf"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), as oneDNN reports it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _dtype(cfg: PolicyConfig, cuda: bool) -> torch.dtype:
+    """``auto``: bf16 on CUDA and on CPUs with native bf16 — measured on a 2-core AVX512-BF16 EPYC,
+    SmolLM2-135M + LoRA, 16 x 100 tokens: forward+backward 4.9 s in bf16 against 9.3 s in fp32. The
+    LoRA weights stay fp32 either way (peft upcasts adapters), so optimizer updates keep full precision."""
     if cfg.dtype == "auto":
-        return torch.bfloat16 if cuda else torch.float32
+        return torch.bfloat16 if cuda or cpu_has_bf16() else torch.float32
     return getattr(torch, cfg.dtype)
 
 
@@ -167,6 +233,7 @@ def _load_hf(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torch.dev
         model.enable_input_require_grads()
     eos_ids, pad_id = _finish_tokenizer(tokenizer, model)
     model.generation_config.pad_token_id = pad_id
+    _contiguous_head_input(model)
     torch.manual_seed(seed)  # the LoRA A matrices are random: same seed, same adapter
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=_lora_targets(cfg), task_type="CAUSAL_LM")
@@ -252,11 +319,12 @@ def generate(policy: Policy, prompt_ids: list[list[int]], *, max_new_tokens: int
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(
-            input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p,
-            top_k=top_k or None, max_new_tokens=max_new_tokens, pad_token_id=policy.pad_id,
-            eos_token_id=policy.eos_ids, use_cache=True,
-        )
+        with policy.folded():
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p,
+                top_k=top_k or None, max_new_tokens=max_new_tokens, pad_token_id=policy.pad_id,
+                eos_token_id=policy.eos_ids, use_cache=True,
+            )
     finally:
         model.train(was_training)
         if policy.backend == "unsloth":
