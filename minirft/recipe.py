@@ -206,6 +206,9 @@ class DataConfig(Section):
     path: str
     shuffle: bool = True
     eval_path: str | None = None
+    # Rule checks that `minirft eval` measures on the held-out prompts (base vs tuned) and that never
+    # enter the training reward: the recipe's independent measure of what training changed.
+    eval_checks: list[RewardConfig] = Field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------- generation

@@ -50,7 +50,8 @@ def trained_run(tmp_path_factory) -> Path:
         "name": "evaltoy",
         "policy": {"model": "model", "lora": {"r": 4, "alpha": 8}},
         "rewards": [{"type": "python", "name": "letters", "function": "train_fixtures:toy_reward"}],
-        "data": {"path": "prompts.jsonl", "eval_path": "prompts.jsonl"},
+        "data": {"path": "prompts.jsonl", "eval_path": "prompts.jsonl",
+                 "eval_checks": [{"type": "regex", "name": "has_e", "pattern": "e"}]},
         "generation": {"group_size": 4, "max_new_tokens": 8},
         "training": {"steps": 3, "prompts_per_step": 2, "lr": 1e-2},
     }
@@ -78,7 +79,13 @@ def test_eval_reports_win_rate_ci_rules_and_examples(trained_run, monkeypatch):
     lo, hi = report["win_rate_ci95"]
     assert lo <= report["win_rate"] <= hi
     assert [c[2] for c in judge.calls] == [True, True, False, False, False, False]
-    assert set(report["measures"]) >= {"letters", "short", "length_chars"}
+    assert set(report["measures"]) >= {"letters", "short", "has_e", "length_chars"}
+    # the recipe's eval_checks are measured on the held-out answers, base and tuned
+    for side, key in (("base", "base"), ("trained", "tuned")):
+        assert report["measures"]["has_e"][side] == pytest.approx(sum("e" in p[key] for p in pairs) / 6)
+    m = report["measures"]["letters"]  # paired change with a bootstrap interval around it
+    assert m["delta"] == pytest.approx(m["trained"] - m["base"])
+    assert m["delta_ci95"][0] <= m["delta"] <= m["delta_ci95"][1]
     assert "win rate" in res.stdout and "more letters" in res.stdout
 
 

@@ -57,7 +57,7 @@ def evaluate(recipe: Recipe, adapter: Path, *, data: Path | None = None, checks:
     if path is None:
         raise MinirftError("evaluate: the recipe has no data.eval_path; pass --data PATH")
     rows = load_prompts(path)[:limit]
-    rule_cfgs = list(recipe.rewards)
+    rule_cfgs = list(recipe.rewards) + list(recipe.data.eval_checks)
     if checks:
         from pydantic import TypeAdapter
 
@@ -81,13 +81,22 @@ def evaluate(recipe: Recipe, adapter: Path, *, data: Path | None = None, checks:
     for rule in rules:
         b = call_reward(rule, prompts, base, columns)
         t = call_reward(rule, prompts, trained, columns)
-        result["measures"][rule.name] = {"base": _mean(b), "trained": _mean(t)}
-    result["measures"]["length_chars"] = {"base": _mean([len(c) for c in base]),
-                                          "trained": _mean([len(c) for c in trained])}
+        result["measures"][rule.name] = _paired(b, t)
+    result["measures"]["length_chars"] = _paired([len(c) for c in base], [len(c) for c in trained])
     for p, b, t in list(zip(prompts, base, trained))[:5]:
         result["examples"].append({"prompt": p, "base": b, "trained": t})
     result["rows"], result["base"], result["trained"] = rows, base, trained  # for judging (not JSON)
     return result
+
+
+def _paired(base: list, trained: list) -> dict[str, Any]:
+    """Base and tuned means of a per-prompt measure, and the mean of the per-prompt differences with a
+    95% bootstrap interval (the same prompts on both sides, so the pairing removes prompt difficulty)."""
+    from minirft.trust.stats import bootstrap_ci
+
+    diffs = [t - b for b, t in zip(base, trained) if b is not None and t is not None]
+    lo, hi = bootstrap_ci(diffs) if diffs else (None, None)
+    return {"base": _mean(base), "trained": _mean(trained), "delta": _mean(diffs), "delta_ci95": [lo, hi]}
 
 
 def _mean(values: list) -> float | None:

@@ -194,9 +194,12 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
     lines = [f"{run_dir}: tuned vs base on {result['n']} held-out prompts ({result['data']}), judge {judge_cfg.model}",
              f"win rate (P tuned better, both orders) {result['win_rate']:.3f}  95% CI [{lo:.3f}, {hi:.3f}]  "
              f"wins {result['wins']} / losses {result['losses']}",
-             f"{'rule check':<20}{'base':>8}{'tuned':>8}"]
+             f"{'rule check':<20}{'base':>8}{'tuned':>8}{'change':>9}  95% CI (paired)"]
     for name, m in result["measures"].items():
-        lines.append(f"{name:<20}{_fmt(m['base']):>8}{_fmt(m['trained']):>8}")
+        lo_d, hi_d = m["delta_ci95"]
+        ci = f"[{_fmt(lo_d)}, {_fmt(hi_d)}]" if lo_d is not None else ""
+        change = "" if m["delta"] is None else f"{m['delta']:+.3f}"
+        lines.append(f"{name:<20}{_fmt(m['base']):>8}{_fmt(m['trained']):>8}{change:>9}  {ci}")
     for pair in result["pairs"][:examples]:
         lines += ["", f"prompt:   {pair['prompt'][:200]}", f"tuned:    {pair['tuned'][:200]}",
                   f"base:     {pair['base'][:200]}", f"P(tuned better) {pair['p_tuned']:.3f}"
