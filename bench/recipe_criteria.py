@@ -5,7 +5,7 @@ training run only ever shows the judge the policy's samples. This script samples
 policy on the recipe's prompts, marks each answer with a rule (a regex standing for the criterion:
 "contains a numbered list", "thanks the user", …), scores every answer with every criterion of the
 recipe's judge, and reports per (criterion, rule) the rule's base rate and the judge's ranking AUC
-(P(yes) of answers the rule marks vs the rest; 0.5 = chance). A criterion is worth training on
+(P(pass) of answers the rule marks vs the rest; 0.5 = chance), and the same for the combined reward. A criterion is worth training on
 when the rule's base rate is well inside (0, 1) — groups then disagree — and its AUC is above 0.5.
 
 python bench/recipe_criteria.py recipes/howto.yaml --rule numbered='(^|\\n)\\s*1[.)]\\s' [--samples 3]
@@ -68,18 +68,20 @@ def main() -> None:
 
     marks = {name: [int(bool(rx.search(a))) for a in answers] for name, rx in rules.items()}
     table = []
-    for c in recipe.judge.criteria:
-        p = [s.criteria[c.name] for s in scores]
+    series = {c.name: [s.criteria[c.name] for s in scores] for c in recipe.judge.criteria}
+    if len(series) > 1:
+        series["(reward)"] = [s.reward for s in scores]  # the criteria combined, as training sees them
+    for name_c, p in series.items():
         for name, m in marks.items():
             auc = ranking_auc(p, m) if 0 < sum(m) < len(m) else None
-            table.append({"criterion": c.name, "rule": name, "rule_rate": sum(m) / len(m), "auc": auc,
-                          "mean_p_yes": sum(p) / len(p)})
+            table.append({"criterion": name_c, "rule": name, "rule_rate": sum(m) / len(m), "auc": auc,
+                          "mean_p_pass": sum(p) / len(p)})
     print(f"{recipe.name}: {len(answers)} answers ({len(rows)} prompts x {args.samples}), "
           f"generation {t1 - t0:.0f} s, judge {t2 - t1:.0f} s")
-    print(f"{'criterion':<14} {'rule':<16} {'rule rate':>9} {'AUC':>6} {'mean P(yes)':>11}")
+    print(f"{'criterion':<14} {'rule':<16} {'rule rate':>9} {'AUC':>6} {'mean P(pass)':>12}")
     for r in table:
         auc = "—" if r["auc"] is None else f"{r['auc']:.3f}"
-        print(f"{r['criterion']:<14} {r['rule']:<16} {r['rule_rate']:>9.3f} {auc:>6} {r['mean_p_yes']:>11.3f}")
+        print(f"{r['criterion']:<14} {r['rule']:<16} {r['rule_rate']:>9.3f} {auc:>6} {r['mean_p_pass']:>12.3f}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"recipe_criteria-{recipe.name}.json"
     out.write_text(json.dumps({"recipe": args.recipe, "overrides": args.overrides, "samples": args.samples,

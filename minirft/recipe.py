@@ -61,6 +61,9 @@ class Criterion(Section):
     weight: float = Field(1.0, ge=0)
     # A gate multiplies the whole reward by P(pass) instead of adding to the weighted mean.
     gate: bool = False
+    # Which answer passes: "yes" (P(pass) = P(yes)) or "no" for questions asked the other way round
+    # ("Does the response contain insults?"). Labels for `minirft calibrate` mean "passes".
+    pass_when: Literal["yes", "no"] = "yes"
 
 
 class ScaleConfig(Section):

@@ -247,3 +247,18 @@ def test_chat_layouts_open_and_close_turns(judge):
         assert L.header().startswith(opener)
         assert L.criterion_cue("Q?").endswith(closer)
         assert L.preference_cue().endswith(closer)
+
+
+def test_pass_when_no_scores_the_other_answer(tiny):
+    flipped = [dict(c, pass_when="no") if c["name"] == "polite" else c for c in CRITERIA]
+    plain, turned = build_judge(cfg(tiny, deterministic=True)), build_judge(
+        cfg(tiny, deterministic=True, criteria=flipped))
+    try:
+        for a, b in zip(plain.score_groups(ROWS[:1], GROUPS[:1])[0], turned.score_groups(ROWS[:1], GROUPS[:1])[0]):
+            assert b.criteria["polite"] == pytest.approx(1.0 - a.criteria["polite"], abs=1e-12)
+            assert b.criteria["answers"] == a.criteria["answers"]
+            c = b.criteria  # the reward combines pass probabilities
+            assert b.reward == pytest.approx((2 * c["answers"] + c["polite"]) / 3 * c["safe"])
+    finally:
+        plain.close()
+        turned.close()

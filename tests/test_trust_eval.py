@@ -98,3 +98,17 @@ def test_eval_errors(tmp_path, trained_run):
     assert res.exit_code == 1 and "no trained adapter" in res.output
     res = CliRunner().invoke(cli, ["eval", str(trained_run), "judge.mode=preference", "--check", "{type: nope}"])
     assert res.exit_code == 1 and res.output.startswith("Error: --check {type: nope}:") and "Traceback" not in res.output
+
+
+def test_eval_with_samples_averages_each_prompt(trained_run, monkeypatch):
+    monkeypatch.setattr(trust_cli, "make_judge", lambda cfg: LetterJudge())
+    res = CliRunner().invoke(cli, ["eval", str(trained_run), "judge.mode=preference", "--limit", "3",
+                                   "--samples", "4", "--temperature", "1.0", "--examples", "0"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((trained_run / "eval.json").read_text())
+    assert report["greedy"] is False and report["samples"] == 4 and report["n"] == 3 and len(report["pairs"]) == 3
+    m = report["measures"]["has_e"]
+    # per-prompt means of 4 binary samples: multiples of 1/4, averaged over 3 prompts → multiples of 1/12
+    for side in ("base", "trained"):
+        assert abs(m[side] * 12 - round(m[side] * 12)) < 1e-9
+    assert "4 sampled at T=1 per prompt" in res.stdout

@@ -184,6 +184,7 @@ class GroupJudge:
                 empty_p[(i, name)] = float(res.probs[0])
         weights = {c.name: c.weight for c in cfg.criteria}
         gates = {c.name for c in cfg.criteria if c.gate}
+        passes_on_no = {c.name for c in cfg.criteria if c.pass_when == "no"}
         out = []
         for i, group in enumerate(groups):
             scores = []
@@ -191,6 +192,7 @@ class GroupJudge:
                 ps = crit[i][j]
                 if empty_p:
                     ps = {n: scoring.calibrate(p, empty_p[(i, n)]) for n, p in ps.items()}
+                ps = {n: 1.0 - p if n in passes_on_no else p for n, p in ps.items()}  # P(pass)
                 if self.platt:
                     ps = {n: self.platt[n](p) if n in self.platt else p for n, p in ps.items()}
                 per = why_crit[i][j]

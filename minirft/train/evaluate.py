@@ -26,17 +26,22 @@ from minirft.train.policy import Policy, encode_prompts, load_policy
 
 @torch.no_grad()
 def complete(policy: Policy, conversations: list, *, max_new_tokens: int, max_prompt_tokens: int,
-             batch: int = 8) -> list[str]:
-    """Greedy completions (adapter state as currently set)."""
+             batch: int = 16, temperature: float | None = None, seed: int = 0) -> list[str]:
+    """Completions with the adapter state as currently set: greedy, or sampled at ``temperature``
+    from a generator reseeded with ``seed`` (the same seed for base and tuned: common random numbers,
+    so their difference is less noisy)."""
     from minirft.train.policy import _left_pad
 
     out: list[str] = []
     policy.model.eval()
+    if temperature is not None:
+        torch.manual_seed(seed)
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": None} if temperature else {"do_sample": False}
     for lo in range(0, len(conversations), batch):
         ids = encode_prompts(policy, conversations[lo:lo + batch], max_prompt_tokens)
         x, mask = _left_pad(ids, policy.pad_id, policy.device)
         with policy.folded():
-            gen = policy.model.generate(input_ids=x, attention_mask=mask, do_sample=False,
+            gen = policy.model.generate(input_ids=x, attention_mask=mask, **sampling,
                                         max_new_tokens=max_new_tokens, pad_token_id=policy.pad_id,
                                         eos_token_id=policy.eos_ids)
         for row in gen[:, x.shape[1]:].tolist():
@@ -50,8 +55,14 @@ def complete(policy: Policy, conversations: list, *, max_new_tokens: int, max_pr
 
 
 def evaluate(recipe: Recipe, adapter: Path, *, data: Path | None = None, checks: list[dict] | None = None,
-             limit: int | None = None) -> dict[str, Any]:
+             limit: int | None = None, samples: int = 1, temperature: float | None = None) -> dict[str, Any]:
+    """Base vs tuned on held-out prompts. ``samples`` > 1 samples that many completions per prompt at
+    ``temperature`` (default: the recipe's) and averages each measure per prompt before pairing; the
+    first sample of each prompt is the one shown and judged."""
     from safetensors.torch import load_file
+
+    if samples > 1 and temperature is None:
+        temperature = recipe.generation.temperature
 
     path = data or (recipe.resolve_path(recipe.data.eval_path) if recipe.data.eval_path else None)
     if path is None:
@@ -67,23 +78,31 @@ def evaluate(recipe: Recipe, adapter: Path, *, data: Path | None = None, checks:
     rules = build_rewards(rule_cfgs)
     policy = load_policy(recipe.policy, seed=recipe.training.seed)
     policy.load_adapter_state(load_file(str(adapter / "adapter_model.safetensors")))
-    convs = [r.messages for r in rows]
-    kw = {"max_new_tokens": recipe.generation.max_new_tokens, "max_prompt_tokens": recipe.policy.max_prompt_tokens}
+    convs = [r.messages for r in rows for _ in range(samples)]  # prompt-major: samples of a prompt adjacent
+    kw = {"max_new_tokens": recipe.generation.max_new_tokens, "max_prompt_tokens": recipe.policy.max_prompt_tokens,
+          "temperature": temperature, "seed": recipe.training.seed}
     with policy.reference():
-        base = complete(policy, convs, **kw)
-    trained = complete(policy, convs, **kw)
-    columns = {"reference": [r.reference for r in rows]}
+        base_all = complete(policy, convs, **kw)
+    trained_all = complete(policy, convs, **kw)
+    columns = {"reference": [r.reference for r in rows for _ in range(samples)]}
     for k in {k for r in rows for k in r.columns}:
-        columns[k] = [r.columns.get(k) for r in rows]
-    prompts = [r.prompt for r in rows]
-    result: dict[str, Any] = {"data": str(path), "n": len(rows), "adapter": str(adapter), "greedy": True,
+        columns[k] = [r.columns.get(k) for r in rows for _ in range(samples)]
+    prompts = [r.prompt for r in rows for _ in range(samples)]
+    result: dict[str, Any] = {"data": str(path), "n": len(rows), "adapter": str(adapter),
+                              "greedy": temperature is None, "samples": samples, "temperature": temperature,
                               "measures": {}, "examples": []}
+
+    def per_prompt(values: list) -> list:  # mean over a prompt's samples (None when none scored)
+        return [_mean(values[i * samples:(i + 1) * samples]) for i in range(len(rows))]
+
     for rule in rules:
-        b = call_reward(rule, prompts, base, columns)
-        t = call_reward(rule, prompts, trained, columns)
-        result["measures"][rule.name] = _paired(b, t)
-    result["measures"]["length_chars"] = _paired([len(c) for c in base], [len(c) for c in trained])
-    for p, b, t in list(zip(prompts, base, trained))[:5]:
+        b = call_reward(rule, prompts, base_all, columns)
+        t = call_reward(rule, prompts, trained_all, columns)
+        result["measures"][rule.name] = _paired(per_prompt(b), per_prompt(t))
+    result["measures"]["length_chars"] = _paired(per_prompt([len(c) for c in base_all]),
+                                                 per_prompt([len(c) for c in trained_all]))
+    base, trained = base_all[::samples], trained_all[::samples]
+    for p, b, t in list(zip([r.prompt for r in rows], base, trained))[:5]:
         result["examples"].append({"prompt": p, "base": b, "trained": t})
     result["rows"], result["base"], result["trained"] = rows, base, trained  # for judging (not JSON)
     return result

@@ -217,11 +217,17 @@ def _load_hf(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torch.dev
             bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16,
         )
         kwargs["device_map"] = {"": dev.index or 0}
+    # transformers 5.23 warns that a packed GGUF "is fastest in float32" before it decides to dequantize
+    # (it does, without the optional `kernels` package): the weights end up plain bf16, so mute it.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **extra)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise MinirftError(f"policy.model '{cfg.model}': cannot load ({str(exc).splitlines()[0]})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if not four_bit:
         model.to(dev)
     if four_bit:

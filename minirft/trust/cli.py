@@ -131,11 +131,17 @@ def _parse_check(text: str) -> dict:
 @click.option("--examples", default=3, show_default=True, help="Example pairs (with rationales) to show.")
 @click.option("--check", "checks", multiple=True, metavar="YAML",
               help="An extra rule check as a YAML reward, e.g. '{type: regex, name: digits, pattern: \\d}'.")
+@click.option("--samples", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Completions per prompt; above 1 they are sampled and each rule check is averaged per prompt.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
+              help="Sample at this temperature (default: greedy, or the recipe's with --samples above 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, as_json) -> None:
+def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, samples, temperature,
+                 as_json) -> None:
     """Tuned adapter vs its base on held-out prompts: judged win rate with a 95% bootstrap interval.
 
-    Both generate greedily (adapter on / adapter off, one model in memory). Every pair is judged
+    Both generate greedily (adapter on / adapter off, one model in memory), or with --samples N
+    sample N completions per prompt at the recipe's temperature (the same seed for both). Every pair is judged
     in both orders by the run's judge model in preference mode; the win rate is the mean
     probability that the tuned answer is the better one (0.5 = no difference). Rule checks of the
     recipe are reported for both. KEY=VALUE overrides apply to the run's resolved recipe
@@ -146,6 +152,7 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
       minirft eval runs/polite-20261123-101500
       minirft eval runs/polite-20261123-101500 --prompts heldout.jsonl --limit 32
       minirft eval runs/arithmetic-20261123-090000 judge.model=smollm2-135m-instruct --json
+      minirft eval runs/arithmetic-20261123-090000 --samples 4           # sampled, as in training
       minirft eval runs/arithmetic-20261123-090000 --check '{type: length, name: short, max_chars: 40}'
     """
     from minirft.atomic import write_text
@@ -163,7 +170,7 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
         raise MinirftError(f"{resolved}: the run has no judge; add judge.model=NAME to judge the pairs")
     extra = [_parse_check(text) for text in checks]  # validated before any model loads
     click.echo("generating base and tuned completions for held-out prompts…", err=True)
-    result = evaluate(r, adapter, data=prompts, limit=limit, checks=extra)
+    result = evaluate(r, adapter, data=prompts, limit=limit, checks=extra, samples=samples, temperature=temperature)
     rows, base, tuned = result.pop("rows"), result.pop("base"), result.pop("trained")
 
     judge_cfg = r.judge.model_copy(update={"mode": "preference"})
@@ -191,7 +198,9 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
     if as_json:
         click.echo(json.dumps(result, indent=1, ensure_ascii=False))
         return
-    lines = [f"{run_dir}: tuned vs base on {result['n']} held-out prompts ({result['data']}), judge {judge_cfg.model}",
+    how = "greedy" if result["greedy"] else f"{samples} sampled at T={result['temperature']:g} per prompt"
+    lines = [f"{run_dir}: tuned vs base on {result['n']} held-out prompts ({result['data']}), {how}, "
+             f"judge {judge_cfg.model}",
              f"win rate (P tuned better, both orders) {result['win_rate']:.3f}  95% CI [{lo:.3f}, {hi:.3f}]  "
              f"wins {result['wins']} / losses {result['losses']}",
              f"{'rule check':<20}{'base':>8}{'tuned':>8}{'change':>9}  95% CI (paired)"]
