@@ -7,10 +7,12 @@ is a warm-up and left out of the median.
 
 TRL is installed only in the bench environment, never as a minirft dependency:
 
-    python -m venv --system-site-packages /tmp/trl-venv      # then make the main venv visible to it
+    python -m venv /tmp/trl-venv
+    echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/trl-venv/lib/python3.11/site-packages/main-venv.pth
     /tmp/trl-venv/bin/pip install --no-deps trl && /tmp/trl-venv/bin/pip install pandas datasets
-    PYTHONPATH=$PWD /tmp/trl-venv/bin/python bench/trl_compare.py --model tiny --steps 6
-    PYTHONPATH=$PWD /tmp/trl-venv/bin/python bench/trl_compare.py --model smollm2-135m-instruct --steps 4
+    PYTHONPATH=$PWD:$PWD/kernels /tmp/trl-venv/bin/python bench/trl_compare.py --model tiny --steps 6
+    PYTHONPATH=$PWD:$PWD/kernels /tmp/trl-venv/bin/python bench/trl_compare.py \
+        --model smollm2-135m-instruct --steps 5 --micro 1
 
 Prints a table and writes bench/results/trl_compare[_<model>].json.
 """
@@ -54,7 +56,8 @@ def run_minirft(args, model: str, work: Path) -> list[float]:
     data.write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n" for w in PROMPTS))
     recipe = validate_recipe({
         "name": "bench",
-        "policy": {"model": model, "backend": "hf", "lora": {"r": args.r, "alpha": 2 * args.r}},
+        "policy": {"model": model, "backend": "hf", "dtype": args.minirft_dtype,
+                   "lora": {"r": args.r, "alpha": 2 * args.r}},
         "rewards": [{"type": "python", "name": "letters", "function": "trl_compare:toy_reward"}],
         "data": {"path": str(data), "shuffle": False},
         "generation": {"group_size": args.group, "max_new_tokens": args.new_tokens},
@@ -85,6 +88,10 @@ def run_trl(args, model: str, work: Path) -> list[float]:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, **kwargs)
+    if kwargs:  # a GGUF is dequantised on load, but transformers still marks it quantized and the
+        # Trainer refuses to train it; the weights are plain fp32 tensors, so drop the mark.
+        policy.hf_quantizer = None
+        policy.is_quantized = False
     rows = [{"prompt": [{"role": "user", "content": f"Say something about {w}."}]} for w in PROMPTS]
     dataset = Dataset.from_list(rows * 50)
     cfg = GRPOConfig(
@@ -122,6 +129,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.04)
     ap.add_argument("--micro", type=int, default=4, help="minirft micro_batch_prompts")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--minirft-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="minirft's policy.dtype (auto: bf16 on a CPU with native bf16); TRL runs fp32")
     args = ap.parse_args()
     import torch
 
@@ -145,10 +154,12 @@ def main() -> None:
     ratio = med["trl"] / med["minirft"] if "trl" in med else None
     if ratio is not None:
         print(f"TRL / minirft step-time ratio: {ratio:.2f}x")
-    out = ROOT / "bench" / "results" / (f"trl_compare_{args.model}.json" if args.model != "tiny" else "trl_compare.json")
+    name = "trl_compare" + (f"_{args.model}" if args.model != "tiny" else "") + (
+        f"_{args.minirft_dtype}" if args.minirft_dtype != "auto" else "")
+    out = ROOT / "bench" / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": vars(args), "step_s": results, "median_step_s": med,
-                               "trl_over_minirft": ratio, "note": "2-core CPU shared with other jobs"}, indent=1)
+                               "trl_over_minirft": ratio}, indent=1)
                    + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 
