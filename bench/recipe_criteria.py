@@ -9,6 +9,7 @@ recipe's judge, and reports per (criterion, rule) the rule's base rate and the j
 when the rule's base rate is well inside (0, 1) — groups then disagree — and its AUC is above 0.5.
 
 python bench/recipe_criteria.py recipes/howto.yaml --rule numbered='(^|\\n)\\s*1[.)]\\s' [--samples 3]
+A rule may name the row's reference: --rule uses='\\b{reference}\\b' (the reference, regex-escaped).
 Writes bench/results/recipe_criteria-<recipe>.json.
 """
 
@@ -41,7 +42,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     recipe = load_recipe(args.recipe, args.overrides)
-    rules = {name: re.compile(rx, re.I) for name, rx in (r.split("=", 1) for r in args.rule)}
+    rules = dict(r.split("=", 1) for r in args.rule)
     rows = load_prompts(recipe.resolve_path(recipe.data.path))
     gen = recipe.generation
 
@@ -66,7 +67,13 @@ def main() -> None:
         judge.close()
     t2 = time.perf_counter()
 
-    marks = {name: [int(bool(rx.search(a))) for a in answers] for name, rx in rules.items()}
+    def mark(rx: str, answer: str, row) -> int:
+        if "{reference}" in rx:
+            rx = rx.replace("{reference}", re.escape(row.reference or ""))
+        return int(bool(re.search(rx, answer, re.I)))
+
+    marks = {name: [mark(rx, a, rows[i // args.samples]) for i, a in enumerate(answers)]
+             for name, rx in rules.items()}
     table = []
     series = {c.name: [s.criteria[c.name] for s in scores] for c in recipe.judge.criteria}
     if len(series) > 1:
@@ -85,7 +92,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"recipe_criteria-{recipe.name}.json"
     out.write_text(json.dumps({"recipe": args.recipe, "overrides": args.overrides, "samples": args.samples,
-                               "rules": {n: rx.pattern for n, rx in rules.items()}, "table": table,
+                               "rules": rules, "table": table,
                                "answers": [{"prompt": rows[i // args.samples].prompt, "answer": a,
                                             "criteria": scores[i].criteria,
                                             **{n: marks[n][i] for n in marks}}
