@@ -10,7 +10,7 @@ when the rule's base rate is well inside (0, 1) — groups then disagree — and
 
 python bench/recipe_criteria.py recipes/howto.yaml --rule numbered='(^|\\n)\\s*1[.)]\\s' [--samples 3]
 A rule may name the row's reference: --rule uses='\\b{reference}\\b' (the reference, regex-escaped).
-Writes bench/results/recipe_criteria-<recipe>.json.
+Writes bench/results/recipe_criteria-<recipe>[-<tag>].json.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
                     help="a rule that marks answers (case-insensitive regex); repeatable")
     ap.add_argument("--samples", type=int, default=3, help="answers per prompt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="", help="suffix of the output file (to keep runs with overrides apart)")
     args = ap.parse_args()
     recipe = load_recipe(args.recipe, args.overrides)
     rules = dict(r.split("=", 1) for r in args.rule)
@@ -90,7 +91,7 @@ def main() -> None:
         auc = "—" if r["auc"] is None else f"{r['auc']:.3f}"
         print(f"{r['criterion']:<14} {r['rule']:<16} {r['rule_rate']:>9.3f} {auc:>6} {r['mean_p_pass']:>12.3f}")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"recipe_criteria-{recipe.name}.json"
+    out = RESULTS / f"recipe_criteria-{recipe.name}{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"recipe": args.recipe, "overrides": args.overrides, "samples": args.samples,
                                "rules": rules, "table": table,
                                "answers": [{"prompt": rows[i // args.samples].prompt, "answer": a,

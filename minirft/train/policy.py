@@ -56,8 +56,8 @@ class Policy:
         weights restored bit for bit from a copy.
 
         Sampling through peft's unmerged LoRA layers costs three extra small matmuls and a Python
-        detour per layer and token: 7.3-8.0 s against 5.9-6.7 s folded for 16 x 48 tokens of
-        SmolLM2-135M in bf16 on 2 cores. Restoring from a copy rather
+        detour per layer and token: 7.0 s against 5.6 s folded for 16 x 48 tokens of SmolLM2-135M in
+        bf16 on 2 cores (``bench/policy_cpu.py``; 7-20% over repeated runs). Restoring from a copy rather
         than subtracting the delta again keeps the base exact (in bf16, W + Δ − Δ ≠ W), so the reference
         model never drifts and resumed runs stay identical. Layers that cannot be folded exactly (a 4-bit
         base, unsloth's own fast path) are left as they are."""
@@ -106,7 +106,7 @@ def _contiguous_head_input(model: Any) -> None:
     """Hand the output head a contiguous input. Generation's prefill computes logits of the last
     position only, ``lm_head(hidden[:, -1:, :])``, a strided view; torch 2.13's CPU ``F.linear`` on a
     strided 3-D bf16 input broadcasts the weight per row: 864 MB transient for 16 prompts with
-    SmolLM2's 49k x 576 head, +0 MB once the input is contiguous (measured)."""
+    SmolLM2's 49k x 576 head, +0 MB once the input is contiguous (``bench/policy_cpu.py``)."""
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
@@ -148,8 +148,9 @@ def cpu_has_bf16() -> bool:
 
 
 def _dtype(cfg: PolicyConfig, cuda: bool) -> torch.dtype:
-    """``auto``: bf16 on CUDA and on CPUs with native bf16 — measured on a 2-core AVX512-BF16 EPYC,
-    SmolLM2-135M + LoRA, 16 x 100 tokens: forward+backward 4.9 s in bf16 against 9.3 s in fp32. The
+    """``auto``: bf16 on CUDA and on CPUs with native bf16 — on a 2-core AVX512-BF16 EPYC, one step's
+    update of SmolLM2-135M + LoRA (16 x 100 tokens) takes 5.3 s in bf16 against 9.9 s in fp32
+    (``bench/policy_cpu.py``). The
     LoRA weights stay fp32 either way (peft upcasts adapters), so optimizer updates keep full precision."""
     if cfg.dtype == "auto":
         return torch.bfloat16 if cuda or cpu_has_bf16() else torch.float32
