@@ -149,7 +149,7 @@ def naive_path(model_path: str, threads: int, header: str, layout) -> dict:
 
 def raw_rate(model: str, threads: int, n_tokens: int = 512) -> dict:
     """Prompt-eval tokens/s of one long prompt decoded in one batch (the model's ceiling here)."""
-    from minirft.judge.engine import Engine
+    from minirft.judge.backends.llama_cpp import Engine
 
     eng = Engine(str(resolve_model(model).path), n_ctx=1024, n_threads=threads, max_seqs=1)
     toks = list(eng.tokenize("The quick brown fox jumps over the lazy dog. " * 60))[:n_tokens]

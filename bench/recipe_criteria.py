@@ -27,7 +27,7 @@ from minirft.data import load_prompts
 from minirft.judge import build_judge
 from minirft.recipe import load_recipe
 from minirft.train.policy import decode, encode_prompts, generate, load_policy
-from minirft.trust.stats import ranking_auc
+from minirft.stats import ranking_auc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -18,13 +18,13 @@ from minirft.errors import MinirftError
 
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
-    "train": "minirft.train.cli:train_command",
-    "watch": "minirft.tui.cli:watch_command",
-    "judge": "minirft.judge.cli:judge_command",
-    "calibrate": "minirft.trust.cli:calibrate_command",
-    "eval": "minirft.trust.cli:eval_command",
-    "recipes": "minirft.recipes_cli:recipes_group",
-    "doctor": "minirft.doctor:doctor_command",
+    "train": "minirft.commands.train:train_command",
+    "watch": "minirft.commands.watch:watch_command",
+    "judge": "minirft.commands.judge:judge_command",
+    "calibrate": "minirft.commands.calibrate:calibrate_command",
+    "eval": "minirft.commands.eval:eval_command",
+    "recipes": "minirft.commands.recipes:recipes_group",
+    "doctor": "minirft.commands.doctor:doctor_command",
 }
 
 

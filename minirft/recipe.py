@@ -12,6 +12,7 @@ recipe runs the same from any working directory.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -82,7 +83,7 @@ class ScaleConfig(Section):
 class FewShotExample(Section):
     prompt: str
     response: str
-    # rubric: {criterion name: true/false}; preference uses `better` instead.
+    # rubric: {criterion name: true/false}.
     verdicts: dict[str, bool] = Field(default_factory=dict)
 
 
@@ -112,8 +113,9 @@ class JudgeConfig(Section):
     preference_question: str = "Which response is better: more helpful, correct, honest and harmless?"
     scale: ScaleConfig | None = None
     few_shot: list[FewShotExample] = Field(default_factory=list)
-    # Divide out the judge's P(yes) on an empty response (content-free calibration).
-    content_free_calibration: bool = False
+    # Divide out the judge's P(yes) on an empty response (content-free calibration, Zhao et al. 2021).
+    # (Deprecated name: content_free_calibration.)
+    content_free: bool = False
     # Rationales: none / only for the samples shown in logs and the TUI / all samples.
     rationales: Literal["none", "shown", "all"] = "shown"
     rationale_max_tokens: int = Field(48, ge=1, le=512)
@@ -138,9 +140,10 @@ class JudgeConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # CUDA only: load the judge in 4-bit nf4 through bitsandbytes.
     load_in_4bit: bool = False
-    # Platt scaling from `minirft calibrate --fit` (a `<recipe>.calibration.json`, relative to the recipe):
+    # Platt maps from `minirft calibrate --fit` (a `<recipe>.calibration.json`, relative to the recipe):
     # applied to each criterion's P(yes) (rubric) or to the swap-averaged P(A better) (preference).
-    calibration: str | None = None
+    # (Deprecated name: calibration.)
+    platt: str | None = None
     # torch backend: reuse the policy's base with the adapter disabled as the judge (self-judging).
     # No extra memory, but a known bias risk: the judge shares the policy's base, so it tends to
     # prefer its own style and can be gamed by what the policy learns. Use for cheap experiments;
@@ -372,6 +375,7 @@ def validate_recipe(
     where = str(source) if source else "<recipe>"
     if not isinstance(data, dict):
         raise MinirftError(f"{where}: a recipe must be a YAML mapping of sections, got {type(data).__name__}")
+    _rename_deprecated(data, _key_lines(text) if text else {}, where)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -391,12 +395,30 @@ def validate_recipe(
             problems.append(f"{place}: {dotted}: {_describe(err)}{tag}")
         raise MinirftError(problems[0] if len(problems) == 1 else "; ".join(problems)) from None
     recipe.source = source.resolve() if source else None
-    if recipe.judge is not None and recipe.judge.calibration:
-        cal = recipe.resolve_path(recipe.judge.calibration)
+    if recipe.judge is not None and recipe.judge.platt:
+        cal = recipe.resolve_path(recipe.judge.platt)
         if not cal.is_file():
-            raise MinirftError(f"{where}: judge.calibration: no such file {cal} (write it with minirft calibrate --fit)")
-        recipe.judge.calibration = str(cal)
+            raise MinirftError(f"{where}: judge.platt: no such file {cal} (write it with minirft calibrate --fit)")
+        recipe.judge.platt = str(cal)
     return recipe
+
+
+# old key -> new key, per section: still accepted, with a warning on stderr
+DEPRECATED_KEYS = {"judge": {"content_free_calibration": "content_free", "calibration": "platt"}}
+
+
+def _rename_deprecated(data: dict, lines: dict, where: str) -> None:
+    for section, renames in DEPRECATED_KEYS.items():
+        node = data.get(section)
+        if not isinstance(node, dict):
+            continue
+        for old, new in renames.items():
+            if old in node:
+                line = lines.get((section, old))
+                place = f"{where}:{line}" if line else where
+                sys.stderr.write(f"Warning: {place}: {section}.{old} is deprecated; use {section}.{new}\n")
+                value = node.pop(old)
+                node.setdefault(new, value)
 
 
 _UNION_TAGS = {"exact_match", "regex", "length", "python"}

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from minirft.data import PromptRow
 from minirft.errors import MinirftError
 from minirft.recipe import ExactMatchReward, LengthReward, PythonReward, RegexReward
 
@@ -143,3 +144,12 @@ def call_reward(reward: NamedReward, prompts: Sequence[str], completions: Sequen
         v = float(v)
         out.append(v if math.isfinite(v) else None)
     return out
+
+
+def reward_columns(rows: Sequence[PromptRow], repeat: int) -> dict[str, list]:
+    """The data columns reward functions receive by name (``reference`` and every other column of a row),
+    each row's value repeated ``repeat`` times (one per completion of its group)."""
+    names = {k for r in rows for k in r.columns}
+    cols = {k: [r.columns.get(k) for r in rows for _ in range(repeat)] for k in names}
+    cols["reference"] = [r.reference for r in rows for _ in range(repeat)]
+    return cols

@@ -137,7 +137,7 @@ def test_rationales_per_criterion(tiny):
 
 
 def test_rationale_generation_is_greedy_and_bounded(judge):
-    from minirft.judge.engine import Query
+    from minirft.judge.backends.llama_cpp import Query
 
     eng = judge.evaluator.engine
     q = Query(("Judge.\n", "Task: hi\n", "Explain:"), generate=6, stop=())
@@ -174,8 +174,8 @@ def test_scale_mode_expectation(tiny):
         j.close()
 
 
-def test_content_free_calibration(tiny, judge):
-    j = build_judge(cfg(tiny, content_free_calibration=True))
+def test_content_free(tiny, judge):
+    j = build_judge(cfg(tiny, content_free=True))
     try:
         from minirft.judge import scoring
 
@@ -184,7 +184,7 @@ def test_content_free_calibration(tiny, judge):
         empty = judge.score_groups(ROWS[:1], [[""]])[0][0]
         for c, r in zip(cal, raw):
             for name in r.criteria:
-                want = scoring.calibrate(r.criteria[name], empty.criteria[name])
+                want = scoring.content_free(r.criteria[name], empty.criteria[name])
                 assert c.criteria[name] == pytest.approx(want, abs=F32_TOLERANCE)
     finally:
         j.close()

@@ -47,9 +47,9 @@ def test_expected_scale_maps_to_unit_interval():
 
 
 def test_calibration_pulls_the_empty_response_level_to_one_half():
-    assert scoring.calibrate(0.9, 0.9) == pytest.approx(0.5)
-    assert scoring.calibrate(0.95, 0.9) > 0.5 > scoring.calibrate(0.8, 0.9)
-    assert scoring.calibrate(0.3, 0.5) == pytest.approx(0.3)
+    assert scoring.content_free(0.9, 0.9) == pytest.approx(0.5)
+    assert scoring.content_free(0.95, 0.9) > 0.5 > scoring.content_free(0.8, 0.9)
+    assert scoring.content_free(0.3, 0.5) == pytest.approx(0.3)
 
 
 def test_swap_average_is_antisymmetric():

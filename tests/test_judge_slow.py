@@ -7,7 +7,7 @@ import pytest
 from minirft.data import parse_row
 from minirft.errors import MinirftError
 from minirft.judge import build_judge
-from minirft.judge.engine import BATCH_TOLERANCE
+from minirft.judge.backends.llama_cpp import BATCH_TOLERANCE
 from minirft.recipe import load_recipe
 
 pytestmark = pytest.mark.slow

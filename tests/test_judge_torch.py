@@ -10,8 +10,8 @@ import torch
 from minirft.data import parse_row
 from minirft.errors import MinirftError
 from minirft.judge import build_judge, scoring
-from minirft.judge.engine import Query
-from minirft.judge.torch_backend import BATCH_TOLERANCE, TorchEvaluator, load_hf_judge
+from minirft.judge.backends.llama_cpp import Query
+from minirft.judge.backends.torch import BATCH_TOLERANCE, TorchEvaluator, load_hf_judge
 from minirft.recipe import JudgeConfig
 
 from judge_torch_fixtures import make_model, tiny_judge_parts

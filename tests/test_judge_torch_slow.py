@@ -5,7 +5,7 @@ import pytest
 from minirft.data import parse_row
 from minirft.errors import MinirftError
 from minirft.judge import build_judge
-from minirft.judge.torch_backend import BATCH_TOLERANCE
+from minirft.judge.backends.torch import BATCH_TOLERANCE
 from minirft.recipe import JudgeConfig
 
 pytestmark = pytest.mark.slow

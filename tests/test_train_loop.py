@@ -221,7 +221,7 @@ def test_mean_reward_rises_on_a_learnable_toy_reward(tiny, tmp_path):
 
 
 def test_detector_alerts_become_warning_events_and_progress_lines(tiny, tmp_path, monkeypatch, capsys):
-    from minirft.trust.detectors import MonitorConfig, RunMonitor
+    from minirft.train.monitor import MonitorConfig, RunMonitor
 
     class Eager(RunMonitor):  # fires the addressing detector on every step; cooldown keeps it to one warning
         def __init__(self, questions):

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from minirft.cli import cli
-from minirft.tui.cli import find_latest_run
+from minirft.commands.watch import find_latest_run
 from minirft.tui.plain import print_run, step_line
 from minirft.tui.run_state import RunState
 from minirft.tui.tailer import LogTail

@@ -31,12 +31,12 @@ def build_judge(cfg: JudgeConfig, *, defended: bool = True, policy_model=None, p
             fmt = detect_format(ev.chat_template())
         return GroupJudge(cfg, ev, Layout(cfg, fmt, defended))
     if cfg.backend == "http":
-        from minirft.judge.http import HttpEvaluator
+        from minirft.judge.backends.http import HttpEvaluator
 
         fmt = "plain" if cfg.prompt_format == "auto" else cfg.prompt_format
         return GroupJudge(cfg, HttpEvaluator(cfg.http, cfg.model), Layout(cfg, fmt, defended))
 
-    from minirft.judge.llama import LlamaEvaluator
+    from minirft.judge.backends.llama_cpp import LlamaEvaluator
     from minirft.models import resolve_model
 
     model = resolve_model(cfg.model)
@@ -68,7 +68,7 @@ def _chat_template(path) -> str:
 def _torch_evaluator(cfg: JudgeConfig, policy_model, policy_tokenizer):
     import contextlib
 
-    from minirft.judge.torch_backend import TorchEvaluator, load_hf_judge
+    from minirft.judge.backends.torch import TorchEvaluator, load_hf_judge
     from minirft.models import resolve_model
 
     if cfg.self_judge:

@@ -1,4 +1,5 @@
-"""The judge protocol: what every backend (llama_cpp, http, torch) gives the trainer and the CLI.
+"""The judge's shared types: what a backend answers (:class:`Evaluator`: label probabilities per
+:class:`Query`) and what the judge gives the trainer and the CLI (:class:`Judge`: scores per group).
 
 A judge scores *groups*: the G completions sampled for one prompt row. In rubric mode each completion
 gets its own score; in preference mode a completion's reward is its mean swap-averaged win
@@ -10,7 +11,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+import numpy as np
+
 from minirft.data import PromptRow
+
+
+@dataclass
+class Query:
+    """One question to a backend: text segments (shared-first) and what to read at the end."""
+
+    segments: tuple[str, ...]  # segments[0] is the header; the last one ends with the verdict cue
+    generate: int = 0  # greedy-generate up to this many tokens after the cue (rationales)
+    stop: tuple[str, ...] = ("\n",)
+
+
+class Evaluation:
+    """What a backend returns per query."""
+
+    __slots__ = ("probs", "text")
+
+    def __init__(self, probs: np.ndarray | None, text: str = "") -> None:
+        self.probs = probs
+        self.text = text
+
+
+class Evaluator(Protocol):
+    """A backend: llama_cpp, torch or http (minirft.judge.backends)."""
+
+    def evaluate(self, queries: Sequence[Query], classes: Sequence[tuple[str, ...]]) -> list[Evaluation]:
+        """Per query: probabilities over ``classes`` (each a tuple of surface forms) and generated text."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -49,6 +81,11 @@ class Judge(Protocol):
 
     def compare(self, row: PromptRow, a: str, b: str, rationale: bool = False) -> PairVerdict:
         """Preference between two responses (both orders, averaged)."""
+        ...
+
+    def compare_many(self, rows: Sequence[PromptRow], pairs: Sequence[tuple[str, str]],
+                     rationale: bool = False) -> list[PairVerdict]:
+        """Several (A, B) preferences, judged in one batch."""
         ...
 
     def close(self) -> None: ...

@@ -10,37 +10,18 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from minirft.data import PromptRow
 from minirft.errors import MinirftError
-from minirft.judge.base import PairVerdict, Score
-from minirft.judge.engine import Query
+from minirft.judge.base import Evaluator, PairVerdict, Query, Score
 from minirft.judge.prompts import Layout
 from minirft.judge import scoring
 from minirft.recipe import JudgeConfig
 
 CHARS_PER_TOKEN = 4  # candidates are clipped to judge.max_candidate_tokens × this many characters
-
-
-class Evaluation:
-    """What a backend returns per query."""
-
-    __slots__ = ("probs", "text")
-
-    def __init__(self, probs: np.ndarray | None, text: str = "") -> None:
-        self.probs = probs
-        self.text = text
-
-
-class Evaluator(Protocol):
-    def evaluate(self, queries: Sequence[Query], classes: Sequence[tuple[str, ...]]) -> list[Evaluation]:
-        """Per query: probabilities over ``classes`` (each a tuple of surface forms) and generated text."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class GroupJudge:
@@ -51,13 +32,12 @@ class GroupJudge:
         self.mode = cfg.mode
         self.evaluator = evaluator
         self.layout = layout
-        self.last_seconds = 0.0  # wall time of the last score_groups call (the trainer logs it)
         # Platt scaling fitted by `minirft calibrate --fit`: criterion name (or "preference") -> map
-        self.platt = {}
-        if cfg.calibration:
-            from minirft.trust.calibrate import load_calibration
+        self.platt: dict = {}
+        if cfg.platt:
+            from minirft.judge.calibration import load_platt_maps
 
-            self.platt = load_calibration(cfg.calibration)
+            self.platt = load_platt_maps(cfg.platt)
 
     # ------------------------------------------------------------------------------ helpers
     def _clip(self, text: str) -> str:
@@ -163,7 +143,7 @@ class GroupJudge:
                     queries.append(Query((header, row_seg, resp, L.rationale_cue()),
                                          generate=cfg.rationale_max_tokens))
                     where.append(("why", i, j, None))
-            if cfg.content_free_calibration and not cfg.scale:
+            if cfg.content_free and not cfg.scale:
                 empty = L.response("")
                 for c in cfg.criteria:
                     queries.append(Query((header, row_seg, empty, L.criterion_cue(c.question))))
@@ -191,7 +171,7 @@ class GroupJudge:
             for j in range(len(group)):
                 ps = crit[i][j]
                 if empty_p:
-                    ps = {n: scoring.calibrate(p, empty_p[(i, n)]) for n, p in ps.items()}
+                    ps = {n: scoring.content_free(p, empty_p[(i, n)]) for n, p in ps.items()}
                 ps = {n: 1.0 - p if n in passes_on_no else p for n, p in ps.items()}  # P(pass)
                 if self.platt:
                     ps = {n: self.platt[n](p) if n in self.platt else p for n, p in ps.items()}

@@ -56,7 +56,7 @@ def expected_scale(probs: np.ndarray, lo: int, hi: int) -> float:
     return float((probs @ points - lo) / (hi - lo))
 
 
-def calibrate(p: float, p_empty: float, eps: float = 1e-6) -> float:
+def content_free(p: float, p_empty: float, eps: float = 1e-6) -> float:
     """Content-free calibration of a yes/no probability (Zhao et al. 2021).
 
     Divide each class probability by the judge's probability of that class for an *empty*

@@ -50,11 +50,12 @@ from minirft.errors import MinirftError
 from minirft.events import EventLog
 from minirft.recipe import Recipe, dump_recipe, recipe_to_dict
 from minirft.rewards import build_rewards
+from minirft.stats import mean_of
 from minirft_kernels import grpo_token_loss
 from minirft.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
-from minirft.trust.detectors import RunMonitor
+from minirft.train.monitor import RunMonitor
 
 
 # ------------------------------------------------------------------------------------- the loss
@@ -221,7 +222,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         where = f"checkpoint step-{start_step}" if found else "the beginning (no complete checkpoint)"
         log.event(start_step, "resume", f"resumed from {where}", from_step=start_step)
 
-    # Reward-hacking and drift detectors (minirft.trust.detectors): warnings in the log and on stderr.
+    # Reward-hacking and drift detectors (minirft.train.monitor): warnings in the log and on stderr.
     monitor = RunMonitor([c.question for c in recipe.judge.criteria] if recipe.judge else [])
     own_judge = judge is None
     status, message = "failed", "crashed"
@@ -339,11 +340,6 @@ def update(recipe: Recipe, policy: Policy, batch: Batch, optimizer: Any, params:
 
 
 # ---------------------------------------------------------------------------------- logging
-def _mean(values: list) -> float | None:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(vals) / len(vals) if vals else None
-
-
 def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s: float, step_s: float) -> dict:
     G = batch.group_size
     r = batch.rewards.view(-1, G)
@@ -361,14 +357,14 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
         "reward_std": float(finite.std(unbiased=False)) if len(finite) else None,
     }
     for name, values in batch.per_reward.items():
-        m[f"rewards/{name}"] = _mean(values)
+        m[f"rewards/{name}"] = mean_of(values)
     criteria: dict[str, list] = {}
     for s in batch.scores:
         if s is not None:
             for name, p in s.criteria.items():
                 criteria.setdefault(name, []).append(p)
     for name, ps in criteria.items():
-        m[f"criteria/{name}"] = _mean(ps)
+        m[f"criteria/{name}"] = mean_of(ps)
     tokens = upd["tokens"] or 1.0
     m.update({
         "kl": upd["kl_sum"] / tokens,
@@ -392,36 +388,32 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
     return m
 
 
+def _sample(batch: Batch, k: int) -> dict:
+    """Completion ``k`` of the step as a log record: rewards, advantage, the judge's verdict."""
+    score = batch.scores[k]
+    reward = float(batch.rewards[k])
+    g, i = divmod(k, batch.group_size)
+    return {
+        "group": g, "index": i, "prompt": batch.rows[g].prompt, "completion": batch.completions[k],
+        "reward": None if math.isnan(reward) else reward, "advantage": float(batch.advantages[k]),
+        "rewards": {name: values[k] for name, values in batch.per_reward.items()},
+        "criteria": dict(score.criteria) if score is not None else {},
+        "rationale": score.rationale if score is not None else None,
+        "criterion_rationales": dict(score.criterion_rationales) if score is not None else {},
+        "judge_error": score.error if score is not None else None,
+    }
+
+
 def sample_rows(recipe: Recipe, batch: Batch) -> list[dict]:
+    """The logged samples (logging.samples_per_step), group-major: all shown samples of prompt 0, then 1…"""
     G = batch.group_size
     shown = shown_mask(len(batch.rows), G, recipe.logging.samples_per_step)
-    out = []
-    for k in range(len(batch.rows) * G):
-        g, i = divmod(k, G)
-        if not shown[g][i]:
-            continue
-        score = batch.scores[k]
-        reward = float(batch.rewards[k])
-        out.append({
-            "group": g, "index": i, "prompt": batch.rows[g].prompt, "completion": batch.completions[k],
-            "reward": None if math.isnan(reward) else reward, "advantage": float(batch.advantages[k]),
-            "rewards": {name: values[k] for name, values in batch.per_reward.items()},
-            "criteria": dict(score.criteria) if score is not None else {},
-            "rationale": score.rationale if score is not None else None,
-            "criterion_rationales": dict(score.criterion_rationales) if score is not None else {},
-            "judge_error": score.error if score is not None else None,
-        })
-    # group-major order reads best in a log: all shown samples of prompt 0, then prompt 1…
-    return out
+    return [_sample(batch, k) for k in range(len(batch.rows) * G) if shown[k // G][k % G]]
 
 
 def all_samples(batch: Batch) -> list[dict]:
     """Every completion of the step (not only the logged ones), for the detectors."""
-    G = batch.group_size
-    return [{"group": k // G, "completion": batch.completions[k],
-             "reward": None if math.isnan(float(batch.rewards[k])) else float(batch.rewards[k]),
-             "rewards": {name: values[k] for name, values in batch.per_reward.items()}}
-            for k in range(len(batch.completions))]
+    return [_sample(batch, k) for k in range(len(batch.completions))]
 
 
 def progress_line(step: int, total: int, m: dict) -> str:

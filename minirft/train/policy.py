@@ -315,22 +315,24 @@ def _left_pad(seqs: list[list[int]], pad: int, device: torch.device) -> tuple[to
 
 
 @torch.no_grad()
-def generate(policy: Policy, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float,
-             top_p: float, top_k: int) -> Generated:
-    """Sample one completion per prompt (repeat a prompt G times for a group) with the adapter on."""
+def generate(policy: Policy, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float | None,
+             top_p: float = 1.0, top_k: int = 0) -> Generated:
+    """One completion per prompt (repeat a prompt G times for a group) with the adapter as currently set
+    (on, or off inside ``policy.reference()``): sampled at ``temperature``, greedy when it is None."""
     model = policy.model
     ids, mask = _left_pad(prompt_ids, policy.pad_id, policy.device)
     if policy.backend == "unsloth":
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(model)
+    sampling = ({"do_sample": False} if temperature is None else
+                {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or None})
     was_training = model.training
     model.eval()
     try:
         with policy.folded():
             out = model.generate(
-                input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p,
-                top_k=top_k or None, max_new_tokens=max_new_tokens, pad_token_id=policy.pad_id,
+                input_ids=ids, attention_mask=mask, **sampling, max_new_tokens=max_new_tokens, pad_token_id=policy.pad_id,
                 eos_token_id=policy.eos_ids, use_cache=True,
             )
     finally:

@@ -23,7 +23,7 @@ import torch
 from minirft.data import PromptRow
 from minirft.judge.base import Score
 from minirft.recipe import Recipe
-from minirft.rewards import NamedReward, call_reward
+from minirft.rewards import NamedReward, call_reward, reward_columns
 from minirft.train.policy import Generated, Policy, decode, encode_prompts, generate
 
 
@@ -143,7 +143,7 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
         t2 = time.perf_counter()
 
         prompts = [r.prompt for r in rows for _ in range(G)]
-        columns = _columns(rows, G)
+        columns = reward_columns(rows, G)
         for reward in rewards:
             per_reward[reward.name] = call_reward(reward, prompts, completions, columns)
         t3 = time.perf_counter()
@@ -155,13 +155,6 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
         advantages = group_advantages(combined, G, scale=tr.scale_rewards)
         yield Batch(rows, completions, gen, combined, advantages, per_reward, scores, judge_errors, G,
                     {"generation_s": t1 - t0, "judge_s": t2 - t1, "rewards_s": t3 - t2})
-
-
-def _columns(rows: list[PromptRow], G: int) -> dict[str, list]:
-    names = {k for r in rows for k in r.columns}
-    cols = {k: [r.columns.get(k) for r in rows for _ in range(G)] for k in names}
-    cols["reference"] = [r.reference for r in rows for _ in range(G)]
-    return cols
 
 
 def _combine(per_reward: dict[str, list[float | None]], weights: dict[str, float], i: int) -> float:

@@ -15,7 +15,7 @@ from train_fixtures import make_tiny_model, write_prompts  # noqa: E402
 
 from minirft.cli import cli  # noqa: E402
 from minirft.judge.base import PairVerdict  # noqa: E402
-from minirft.trust import cli as trust_cli  # noqa: E402
+from minirft.commands import common as commands_common  # noqa: E402
 
 
 def letters(text: str) -> float:
@@ -36,6 +36,9 @@ class LetterJudge:
         first = min(1.0, max(0.0, 0.5 + d + 0.1))
         second = min(1.0, max(0.0, 0.5 + d - 0.1))
         return PairVerdict((first + second) / 2, first, second, "more letters" if rationale else None)
+
+    def compare_many(self, rows, pairs, rationale=False):
+        return [self.compare(row, a, b, rationale) for row, (a, b) in zip(rows, pairs)]
 
     def close(self):
         pass
@@ -64,7 +67,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 def test_eval_reports_win_rate_ci_rules_and_examples(trained_run, monkeypatch):
     judge = LetterJudge()
-    monkeypatch.setattr(trust_cli, "make_judge", lambda cfg: judge if cfg.mode == "preference" else None)
+    monkeypatch.setattr(commands_common, "make_judge", lambda cfg: judge if cfg.mode == "preference" else None)
     res = CliRunner().invoke(cli, ["eval", str(trained_run), "judge.mode=preference", "--limit", "6",
                                    "--examples", "2", "--check", "{type: length, name: short, max_chars: 4}"])
     assert res.exit_code == 0, res.output
@@ -101,7 +104,7 @@ def test_eval_errors(tmp_path, trained_run):
 
 
 def test_eval_with_samples_averages_each_prompt(trained_run, monkeypatch):
-    monkeypatch.setattr(trust_cli, "make_judge", lambda cfg: LetterJudge())
+    monkeypatch.setattr(commands_common, "make_judge", lambda cfg: LetterJudge())
     res = CliRunner().invoke(cli, ["eval", str(trained_run), "judge.mode=preference", "--limit", "3",
                                    "--samples", "4", "--temperature", "1.0", "--examples", "0"])
     assert res.exit_code == 0, res.output

@@ -1,6 +1,6 @@
 """The ``torch`` judge backend: a Hugging Face causal LM as judge, scored through the label-head kernel.
 
-Same rubric/preference API as the llama_cpp backend (it is an :class:`minirft.judge.core.Evaluator`),
+Same rubric/preference API as the llama_cpp backend (it is an :class:`minirft.judge.base.Evaluator`),
 same shared-prefix idea, on transformers' KV cache:
 
 * the header (system + rubric + few-shot) is run once and its KV cache kept across calls (the
@@ -34,8 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from minirft.errors import MinirftError
-from minirft.judge.core import Evaluation
-from minirft.judge.engine import Query
+from minirft.judge.base import Evaluation, Query
 
 BATCH_TOLERANCE = 1e-4  # max |ΔP| between batched and one-at-a-time scores in fp32 (float rounding only)
 

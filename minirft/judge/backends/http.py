@@ -22,8 +22,7 @@ from typing import Sequence
 
 from minirft.errors import MinirftError
 from minirft.judge import scoring
-from minirft.judge.core import Evaluation
-from minirft.judge.engine import Query
+from minirft.judge.base import Evaluation, Query
 from minirft.recipe import HttpJudgeConfig
 
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from minirft.trust.stats import (Platt, accuracy, bootstrap_ci, cohen_kappa, expected_calibration_error,
+from minirft.stats import (Platt, accuracy, bootstrap_ci, cohen_kappa, expected_calibration_error,
                                  fit_platt, ranking_auc, reliability_table)
 
 

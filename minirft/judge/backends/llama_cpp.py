@@ -1,4 +1,5 @@
-"""Batched shared-prefix evaluation on llama.cpp's low-level API: the speed of the llama_cpp judge.
+"""The default backend: a GGUF judge in-process through llama.cpp's low-level API, batched, with
+shared prefixes evaluated once.
 
 A judge query is a *path* of text segments, shared-part first::
 
@@ -42,6 +43,8 @@ from typing import Sequence
 import numpy as np
 
 from minirft.errors import MinirftError
+from minirft.judge import scoring
+from minirft.judge.base import Evaluation, Query
 
 
 BATCH_TOLERANCE = 0.1  # max |ΔP(yes)| between batched and one-at-a-time scores on a quantized model
@@ -54,9 +57,6 @@ def _llama():
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MinirftError(f"the llama_cpp judge backend needs llama-cpp-python ({exc}): pip install llama-cpp-python") from None
     return llama_cpp, _internals
-
-
-
 
 
 class _Memory:
@@ -78,15 +78,6 @@ class _Memory:
 
     def rm(self, seq: int) -> None:
         self._rm(self._mem, seq, -1, -1)
-
-
-@dataclass
-class Query:
-    """One question to the judge: text segments (shared-first) and what to read at the end."""
-
-    segments: tuple[str, ...]  # segments[0] is the header; the last one ends with the verdict cue
-    generate: int = 0  # greedy-generate up to this many tokens after the cue (rationales)
-    stop: tuple[str, ...] = ("\n",)
 
 
 @dataclass
@@ -204,9 +195,6 @@ class Engine:
                 self._tok_cache.clear()
             self._tok_cache[key] = tuple(self.model.tokenize(text.encode("utf-8"), bos, True))
         return self._tok_cache[key]
-
-    def piece(self, token: int) -> str:
-        return self.model.detokenize([token]).decode("utf-8", errors="replace")
 
     def single_token(self, text: str) -> int | None:
         ids = self.model.tokenize(text.encode("utf-8"), False, False)
@@ -378,3 +366,50 @@ class Engine:
             self.context.close()
             self.context = None
         self.model.close()
+
+
+class LlamaEvaluator:
+    """Label probabilities from :class:`Engine` logits. The model loads on first use, once."""
+
+    def __init__(self, model_path: str, *, n_ctx: int, n_batch: int, n_threads: int | None,
+                 n_gpu_layers: int, max_seqs: int, deterministic: bool) -> None:
+        self.model_path = model_path
+        self._kw = dict(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                        max_seqs=max_seqs, deterministic=deterministic)
+        self._engine: Engine | None = None
+        self._ids: dict[tuple, list[list[int]]] = {}
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.model_path, **self._kw)
+        return self._engine
+
+    def label_ids(self, classes: Sequence[tuple[str, ...]]) -> list[list[int]]:
+        """Token ids of each class's single-token surface forms (e.g. "Yes", " Yes", "yes")."""
+        key = tuple(classes)
+        if key not in self._ids:
+            ids = []
+            for forms in classes:
+                found = sorted({t for t in (self.engine.single_token(f) for f in forms) if t is not None})
+                if not found:
+                    raise MinirftError(f"judge model {self.model_path}: none of {list(forms)} is a single token; "
+                                       "this model cannot be used as a judge with these labels")
+                ids.append(found)
+            self._ids[key] = ids
+        return self._ids[key]
+
+    def evaluate(self, queries: Sequence[Query], classes: Sequence[tuple[str, ...]]) -> list[Evaluation]:
+        ids = self.label_ids(classes)
+        flat = [t for group in ids for t in group]
+        bounds = np.cumsum([0] + [len(g) for g in ids])
+        out = []
+        for res in self.engine.run(queries, flat):
+            probs = scoring.class_probs([res.logits[bounds[c]:bounds[c + 1]] for c in range(len(ids))])
+            out.append(Evaluation(probs, res.text))
+        return out
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None

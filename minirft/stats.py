@@ -11,6 +11,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 
+def mean_of(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that are neither None nor NaN (None when there are none)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
 def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     t, p = np.asarray(y_true), np.asarray(y_pred)
     if len(t) == 0:

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from minirft.cli import cli
 from minirft.judge.base import PairVerdict, Score
-from minirft.trust import cli as trust_cli
-from minirft.trust.calibrate import load_calibration
+from minirft.commands import common as commands_common
+from minirft.judge.calibration import load_platt_maps as load_calibration
 
 
 class ScriptedJudge:
@@ -23,6 +23,9 @@ class ScriptedJudge:
         second = 0.7 if a_good else 0.1  # P(A better | A second)
         return PairVerdict((first + second) / 2, first, second)
 
+    def compare_many(self, rows, pairs, rationale=False):
+        return [self.compare(row, a, b, rationale) for row, (a, b) in zip(rows, pairs)]
+
     def score_groups(self, rows, groups, rationales=False):
         return [[Score(reward=p, criteria={"polite": p, "on_topic": 1 - p})
                  for p in (0.8 if "please" in c else 0.2 for c in g)] for g in groups]
@@ -33,7 +36,7 @@ class ScriptedJudge:
 
 @pytest.fixture
 def scripted(monkeypatch):
-    monkeypatch.setattr(trust_cli, "make_judge", lambda cfg: ScriptedJudge())
+    monkeypatch.setattr(commands_common, "make_judge", lambda cfg: ScriptedJudge())
 
 
 def recipe(tmp_path, mode):

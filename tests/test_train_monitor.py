@@ -2,7 +2,7 @@
 
 import random
 
-from minirft.trust.detectors import RunMonitor, addresses_judge, distinct_n
+from minirft.train.monitor import RunMonitor, addresses_judge, distinct_n
 
 
 def words(rng, n):
