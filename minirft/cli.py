@@ -36,7 +36,8 @@ def _module_exists(module: str) -> bool:
 
 
 class MinirftGroup(click.Group):
-    """Loads subcommands lazily and turns MinirftError into a one-line `Error:` with exit code 1."""
+    """Loads subcommands lazily and turns MinirftError (and the kernels' KernelError) into a one-line
+    `Error:` with exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         present = [n for n, t in COMMANDS.items() if _module_exists(t.split(":")[0])]
@@ -56,6 +57,11 @@ class MinirftGroup(click.Group):
             return super().invoke(ctx)
         except MinirftError as exc:
             raise click.ClickException(str(exc)) from None
+        except ValueError as exc:  # the standalone kernel package's KernelError (a bad MINIRFT_KERNELS, …)
+            kernels = sys.modules.get("minirft_kernels.errors")  # never imported here: it would pull in torch
+            if kernels is not None and isinstance(exc, kernels.KernelError):
+                raise click.ClickException(str(exc)) from None
+            raise
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -460,8 +460,10 @@ def dump_recipe(recipe: Recipe) -> str:
 
 
 def shipped_recipes_dir() -> Path:
-    """The `recipes/` folder of a source checkout (where the examples live)."""
-    return Path(__file__).resolve().parent.parent / "recipes"
+    """The example recipes: the package ``minirft.recipes`` (the checkout's top-level ``recipes/``)."""
+    from importlib.resources import files
+
+    return Path(str(files("minirft.recipes")))
 
 
 def find_recipe(name_or_path: str) -> Path:

@@ -10,11 +10,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# The fixture modules (tests/*_fixtures.py, tests/fixtures/make_run.py) import by name from any test file.
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "fixtures")]
 
 
 def pytest_configure(config):
@@ -29,3 +32,11 @@ def pytest_configure(config):
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> str:
+    """A tiny random llama GGUF (judge_fixtures.write_tiny_gguf): a real llama.cpp judge in milliseconds."""
+    from judge_fixtures import write_tiny_gguf
+
+    return str(write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf"))

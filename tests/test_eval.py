@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import make_tiny_model, write_prompts  # noqa: E402
 
 from minirft.cli import cli  # noqa: E402

@@ -10,7 +10,6 @@ from minirft.errors import MinirftError
 from minirft.judge import build_judge
 from minirft.recipe import JudgeConfig, load_recipe
 
-from judge_fixtures import write_tiny_gguf
 
 CRITERIA = [{"name": "answers", "question": "Does the response answer the question?"},
             {"name": "polite", "question": "Is the response polite?"}]
@@ -18,8 +17,8 @@ ROW = parse_row({"prompt": "What is 2+2?"}, "t")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf"))
+def tiny(tiny_gguf):
+    return tiny_gguf
 
 
 def _logit(p):

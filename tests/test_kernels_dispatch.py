@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minirft.errors import MinirftError
+from minirft_kernels import KernelError
 from minirft_kernels.dispatch import resolve_backend, triton_available
 
 CPU = torch.device("cpu")
@@ -20,7 +20,7 @@ def test_forced_triton_on_cpu_needs_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert resolve_backend(CPU) == "triton"
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(MinirftError, match="TRITON_INTERPRET=1"):
+    with pytest.raises(KernelError, match="TRITON_INTERPRET=1"):
         resolve_backend(CPU)
 
 
@@ -43,5 +43,5 @@ def test_auto_picks_triton_on_cuda(monkeypatch):
 
 def test_unknown_backend_is_a_user_error(monkeypatch):
     monkeypatch.setenv("MINIRFT_KERNELS", "cuda")
-    with pytest.raises(MinirftError, match="MINIRFT_KERNELS='cuda'"):
+    with pytest.raises(KernelError, match="MINIRFT_KERNELS='cuda'"):
         resolve_backend(CPU)

@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from minirft.errors import MinirftError
-
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 from minirft_kernels.dispatch import interpreter_on  # noqa: E402
-from minirft_kernels.hf import lm_head_weight, sequence_logprobs, verdict_probs  # noqa: E402
+from minirft_kernels import KernelError, label_head_probs, selective_logprobs  # noqa: E402
+from minirft_kernels.hf import decoder_hidden_states, lm_head_weight  # noqa: E402
 
 CPU_BACKENDS = ["reference"] + (["triton"] if interpreter_on() else [])
 
@@ -22,6 +21,14 @@ def tiny_lora_llama():
     model = transformers.LlamaForCausalLM(cfg)
     lora = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     return peft.get_peft_model(model, lora)
+
+
+def sequence_logprobs(model, ids, mask, temperature=1.0, with_entropy=False, backend=None):
+    """log p(ids[:, t + 1] | ids[:, : t + 1]) through the glue: decoder hidden states + lm_head weight."""
+    hidden = decoder_hidden_states(model, ids, mask)[:, :-1]
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    return selective_logprobs(hidden, lm_head_weight(model), targets, temperature, None, with_entropy,
+                              backend=backend)
 
 
 def _ids():
@@ -58,10 +65,11 @@ def test_adapter_disabled_gives_the_base_model(tiny_lora_llama):
     assert not torch.allclose(with_adapter, base)
 
 
-def test_verdict_probs_match_full_softmax_over_labels(tiny_lora_llama):
+def test_label_head_on_lm_head_rows_matches_full_softmax_over_labels(tiny_lora_llama):
     hidden = torch.randn(5, 32)
     label_ids = torch.tensor([7, 42, 100])
-    probs = verdict_probs(tiny_lora_llama, hidden, label_ids, torch.tensor([1, 0, 1]), 2)
+    weight = lm_head_weight(tiny_lora_llama)
+    probs = label_head_probs(hidden, weight[label_ids], torch.tensor([1, 0, 1]), 2)
     logits = hidden @ lm_head_weight(tiny_lora_llama).t()
     p = torch.softmax(logits[:, label_ids], -1)
     assert torch.allclose(probs[:, 1], p[:, 0] + p[:, 2], atol=1e-6)
@@ -72,5 +80,5 @@ def test_soft_capped_logits_are_refused():
                                    num_attention_heads=2, num_key_value_heads=1)
     model = transformers.LlamaForCausalLM(cfg)
     model.config.final_logit_softcapping = 30.0
-    with pytest.raises(MinirftError, match="final_logit_softcapping"):
+    with pytest.raises(KernelError, match="final_logit_softcapping"):
         lm_head_weight(model)

@@ -13,7 +13,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import make_tiny_model, write_prompts  # noqa: E402
 
 from minirft.cli import cli  # noqa: E402

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import make_tiny_model  # noqa: E402
 
 from minirft.train import policy as policy_mod  # noqa: E402

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 from judge_torch_fixtures import tiny_judge_parts  # noqa: E402
 from train_fixtures import CHAT_TEMPLATE, write_prompts  # noqa: E402
 

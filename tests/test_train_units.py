@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import FakeJudge, make_tiny_model, write_prompts  # noqa: E402
 
 from minirft.data import PromptRow  # noqa: E402

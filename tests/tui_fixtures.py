@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -19,8 +18,7 @@ CRASHED = FIXTURES / "tui_runs" / "polite-20261123-020000"  # stopped logging af
 SNAPSHOTS = FIXTURES / "tui_snapshots"
 MAKE_RUN = FIXTURES / "make_run.py"
 
-sys.path.insert(0, str(FIXTURES))
-import make_run  # noqa: E402  (the fixture generator, importable for tests)
+import make_run  # noqa: E402,F401  (the fixture generator, importable for tests; conftest puts it on sys.path)
 
 
 def run_async(test):

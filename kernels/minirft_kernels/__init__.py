@@ -33,27 +33,26 @@ Public API (the signatures the trainer and the ``torch`` judge backend call)::
 
 Hugging Face glue (``minirft_kernels.hf``; plain or PEFT-wrapped causal LMs)::
 
-    sequence_logprobs(model, input_ids [B, T], attention_mask [B, T] | None, temperature=1.0,
-                      with_entropy=False, *, chunk_size=None, backend=None)
-        -> log p(input_ids[:, t+1] | <= t) [B, T-1] float32 (and entropy), from the decoder's
-           hidden states and lm_head.weight: the model's [B, T, V] logits are never computed.
-           Padding targets (attention_mask 0) give 0. Under ``with model.disable_adapter():``
-           it scores the base model (reference policy / self-judge).
     decoder_hidden_states(model, input_ids, attention_mask=None, **kw) -> [B, T, H]
-    lm_head_weight(model) -> [V, H]   (MinirftError for soft-capped / scaled / biased heads)
-    verdict_probs(model, hidden [N, H], label_ids [K], label_class [K], n_classes) -> [N, n_classes]
+        final-norm hidden states from the decoder stack: the model's [B, T, V] logits are never
+        computed. Under ``with model.disable_adapter():`` it runs the base model.
+    lm_head_weight(model) -> [V, H]   (KernelError for soft-capped / scaled / biased heads)
+
+Errors: :class:`minirft_kernels.errors.KernelError` (a ValueError), one line for the user.
 
 Helpers for tests and benchmarks: ``*_reference`` (forced reference) and ``*_naive`` (plain
 full-logits autograd) variants of each op live next to them in ``ops/``.
 """
 
 from .dispatch import BACKENDS, resolve_backend
+from .errors import KernelError
 from .ops.grpo_loss import grpo_token_loss, grpo_token_loss_reference
 from .ops.label_head import expected_score, label_head_probs, label_head_probs_reference
 from .ops.selective_logprobs import selective_logprobs, selective_logprobs_reference
 
 __all__ = [
     "BACKENDS",
+    "KernelError",
     "expected_score",
     "grpo_token_loss",
     "grpo_token_loss_reference",

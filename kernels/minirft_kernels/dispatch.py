@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from minirft.errors import MinirftError
+from .errors import KernelError
 
 BACKENDS = ("auto", "triton", "reference")
 ENV_VAR = "MINIRFT_KERNELS"
@@ -43,7 +43,7 @@ def requested_backend(backend: str | None = None) -> str:
     """The backend asked for: the argument, else ``$MINIRFT_KERNELS``, else ``auto``."""
     name = (backend or os.environ.get(ENV_VAR) or "auto").strip().lower()
     if name not in BACKENDS:
-        raise MinirftError(f"{ENV_VAR}={name!r}: expected one of {', '.join(BACKENDS)}")
+        raise KernelError(f"{ENV_VAR}={name!r}: expected one of {', '.join(BACKENDS)}")
     return name
 
 
@@ -57,9 +57,9 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
         return "triton" if on_cuda and triton_available() else "reference"
     # name == "triton": forced.
     if not triton_available():
-        raise MinirftError(f"{ENV_VAR}=triton but triton is not installed (pip install triton)")
+        raise KernelError(f"{ENV_VAR}=triton but triton is not installed (pip install triton)")
     if not on_cuda and not interpreter_on():
-        raise MinirftError(
+        raise KernelError(
             f"{ENV_VAR}=triton with tensors on {device.type}: set TRITON_INTERPRET=1 before "
             "starting Python to run the kernels on CPU (slow), or use MINIRFT_KERNELS=reference"
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from minirft.atomic import atomic_open
+from minirft.atomic import write_jsonl
 from minirft.data import PromptRow, iter_jsonl, parse_row
 from minirft.errors import MinirftError
 
@@ -145,10 +145,6 @@ def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, out
     finally:
         judge.close()
     seconds = time.perf_counter() - start
-    import json
-
-    with atomic_open(output_path) as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(output_path, rows)
     click.echo(summary(rows, cfg.mode, seconds))
     click.echo(f"wrote {output_path}", err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from minirft.recipe import dump_recipe, find_recipe, load_recipe, shipped_recipes_dir
@@ -14,6 +16,7 @@ def recipes_group() -> None:
     \b
     Examples:
       minirft recipes list
+      minirft recipes copy polite ./my.yaml
       minirft recipes show polite
       minirft recipes validate recipes/*.yaml
       minirft recipes validate recipes/polite.yaml training.steps=4 judge.mode=preference
@@ -22,7 +25,7 @@ def recipes_group() -> None:
 
 @recipes_group.command("list")
 def list_recipes() -> None:
-    """The example recipes shipped in recipes/."""
+    """The example recipes shipped with minirft (`minirft recipes copy NAME FILE` for an editable copy)."""
     folder = shipped_recipes_dir()
     files = sorted(folder.glob("*.yaml"))
     if not files:
@@ -32,6 +35,42 @@ def list_recipes() -> None:
         recipe = load_recipe(f)
         mode = recipe.judge.mode if recipe.judge else "rules only"
         click.echo(f"{f.stem:<20} {mode:<11} {recipe.description}")
+
+
+@recipes_group.command("copy")
+@click.argument("name")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite DEST (and its data files) if they exist.")
+def copy_recipe(name: str, dest: Path, force: bool) -> None:
+    """Copy a shipped recipe (and the data files it names) to DEST, to edit and run as your own.
+
+    The data files go next to the copy, keeping the recipe's relative paths, so it runs unchanged.
+
+    \b
+    Examples:
+      minirft recipes copy polite ./my.yaml
+      minirft train ./my.yaml training.steps=4
+    """
+    import shutil
+
+    from minirft.errors import MinirftError
+
+    source = shipped_recipes_dir() / f"{name}.yaml"
+    if not source.is_file():
+        names = ", ".join(sorted(f.stem for f in shipped_recipes_dir().glob("*.yaml")))
+        raise MinirftError(f"recipes copy: no shipped recipe named '{name}' (shipped: {names})")
+    if dest.is_dir():
+        dest = dest / source.name
+    recipe = load_recipe(source)
+    data = [p for p in (recipe.data.path, recipe.data.eval_path) if p]
+    targets = [(source, dest)] + [(source.parent / p, dest.parent / p) for p in data if not Path(p).is_absolute()]
+    clash = [str(t) for _, t in targets if t.exists()]
+    if clash and not force:
+        raise MinirftError(f"recipes copy: {', '.join(clash)} already exist(s); pass --force to overwrite")
+    for src, dst in targets:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        click.echo(f"wrote {dst}", err=True)
 
 
 @recipes_group.command("show")

@@ -62,19 +62,17 @@ from minirft.train.monitor import RunMonitor
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, *, beta: float, clip_eps: float,
               loss_norm: str, normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """The per-token GRPO loss of one micro-batch (see the module docstring), already divided by the
-    step-wide ``normaliser`` (token count or sequence count of the whole step), so micro-batch losses add
-    up to the step's loss. Returns (loss, sums for the step's metrics).
+    """The per-token GRPO loss of one micro-batch (see the module docstring), divided by the step-wide
+    ``normaliser`` (token count or sequence count of the whole step), so micro-batch losses add up to
+    the step's loss. Returns (loss, sums for the step's metrics).
 
     Computed by the fused kernel ``minirft_kernels.grpo_token_loss`` (Triton on CUDA, its torch
-    reference on CPU), which normalises within the micro-batch; rescaling by the micro-batch's token
-    (or sequence) count turns that into the step-wide normalisation."""
+    reference on CPU)."""
     loss, m = grpo_token_loss(logp, old_logp, ref_logp if beta > 0 else None, advantages, mask,
-                              clip_eps=clip_eps, beta=beta, norm=loss_norm)
+                              clip_eps=clip_eps, beta=beta, norm=loss_norm, denominator=normaliser)
     tokens = float(mask.sum())
-    local = tokens if loss_norm == "token" else float(mask.shape[0])  # the kernel's own divisor
     stats = {"kl_sum": float(m["kl"]) * tokens, "clip_sum": float(m["clip_ratio"]) * tokens, "tokens": tokens}
-    return loss * (local / normaliser), stats
+    return loss, stats
 
 
 # ------------------------------------------------------------------------- optimizer, schedule
@@ -89,26 +87,18 @@ def make_optimizer(recipe: Recipe, params: list[torch.nn.Parameter], device: tor
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise MinirftError("training.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes)") from None
+            raise MinirftError("training.optimizer: adamw8bit needs bitsandbytes: pip install 'minirft[gpu]'") from None
         return bnb.optim.AdamW8bit(params, lr=tr.lr, weight_decay=tr.weight_decay)
     return torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
 
 
 def make_scheduler(recipe: Recipe, optimizer: Any):
+    """training.lr_schedule with training.warmup_steps, as transformers (and so TRL) defines them."""
+    from transformers import get_scheduler
+
     tr = recipe.training
-
-    def factor(step: int) -> float:
-        if step < tr.warmup_steps:
-            return (step + 1) / (tr.warmup_steps + 1)
-        span = max(1, tr.steps - tr.warmup_steps)
-        progress = min(1.0, (step - tr.warmup_steps) / span)
-        if tr.lr_schedule == "linear":
-            return 1.0 - progress
-        if tr.lr_schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    name = "constant_with_warmup" if tr.lr_schedule == "constant" else tr.lr_schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=tr.warmup_steps, num_training_steps=tr.steps)
 
 
 # ------------------------------------------------------------------------------------- helpers

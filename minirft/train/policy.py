@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import torch
 
 from minirft.errors import MinirftError
-from minirft_kernels import selective_logprobs
+from minirft_kernels import KernelError, selective_logprobs
 from minirft_kernels.hf import decoder_hidden_states, lm_head_weight
 from minirft.models import resolve_model
 from minirft.recipe import PolicyConfig
@@ -180,10 +180,6 @@ def _finish_tokenizer(tokenizer: Any, model: Any) -> tuple[list[int], int]:
     return eos_ids, tokenizer.pad_token_id
 
 
-def _lora_targets(cfg: PolicyConfig) -> Any:
-    return cfg.lora.target_modules
-
-
 def load_policy(cfg: PolicyConfig, *, seed: int = 0, base_dir: Path | None = None,
                 device: str | None = None) -> Policy:
     """Load the base model, attach a fresh LoRA adapter (initialised from ``seed``)."""
@@ -211,7 +207,7 @@ def _load_hf(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torch.dev
         if not cuda:
             raise MinirftError("policy.load_in_4bit: the 4-bit (bitsandbytes) base needs a CUDA GPU")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise MinirftError("policy.load_in_4bit: bitsandbytes is not installed (pip install bitsandbytes)")
+            raise MinirftError("policy.load_in_4bit: bitsandbytes is not installed: pip install 'minirft[gpu]'")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -244,7 +240,7 @@ def _load_hf(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torch.dev
     _contiguous_head_input(model)
     torch.manual_seed(seed)  # the LoRA A matrices are random: same seed, same adapter
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=_lora_targets(cfg), task_type="CAUSAL_LM")
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     return Policy(model, tokenizer, "hf", dev, eos_ids, pad_id)
 
@@ -377,7 +373,7 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     targets = input_ids[:, -n_completion:]
     try:
         weight = lm_head_weight(model)
-    except MinirftError:
+    except KernelError:
         weight = None
     if weight is not None:
         hidden = decoder_hidden_states(model, input_ids, attention_mask, position_ids=position_ids)

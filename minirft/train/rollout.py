@@ -146,7 +146,6 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
         columns = reward_columns(rows, G)
         for reward in rewards:
             per_reward[reward.name] = call_reward(reward, prompts, completions, columns)
-        t3 = time.perf_counter()
 
         weights = {r.name: r.weight for r in rewards}
         weights["judge"] = recipe.judge_weight
@@ -154,7 +153,7 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
                                 dtype=torch.float32)
         advantages = group_advantages(combined, G, scale=tr.scale_rewards)
         yield Batch(rows, completions, gen, combined, advantages, per_reward, scores, judge_errors, G,
-                    {"generation_s": t1 - t0, "judge_s": t2 - t1, "rewards_s": t3 - t2})
+                    {"generation_s": t1 - t0, "judge_s": t2 - t1})
 
 
 def _combine(per_reward: dict[str, list[float | None]], weights: dict[str, float], i: int) -> float:

@@ -10,6 +10,10 @@ Per token t of completion b (only where ``mask`` is 1):
     norm="token":    loss = sum_{b,t} m l / sum_{b,t} m       (DAPO / Dr.GRPO-style token mean)
     norm="sequence": loss = mean_b (sum_t m l / sum_t m)      (the original GRPO paper)
 
+With ``denominator`` D the divisor is D instead of this batch's own token (or sequence) count: the
+step-wide count when a step's batch is split into micro-batches, whose losses then add up to the
+step's loss.
+
 Gradient w.r.t. logp (old_logp, ref_logp and advantages are data, not differentiated):
 
     d pg / d logp = -A r   where the unclipped term is the max, else 0
@@ -130,17 +134,17 @@ def _token_terms_torch(logp, old_logp, ref_logp, advantages, mask, clip_low, cli
 _IMPLS = {"triton": _token_terms_triton, "reference": _token_terms_torch}
 
 
-def _reduce(sums: torch.Tensor, grad: torch.Tensor, norm: str):
+def _reduce(sums: torch.Tensor, grad: torch.Tensor, norm: str, denominator: float | None):
     """Loss, metrics and the normalised d loss / d logp from per-row sums."""
-    rows = sums.shape[0]
     if norm == "token":
-        total = sums[:, 1].sum().clamp_min(1.0)
+        total = sums[:, 1].sum().clamp_min(1.0) if denominator is None else denominator
         loss = sums[:, 0].sum() / total
         grad = grad / total
     else:
+        rows = max(sums.shape[0], 1) if denominator is None else denominator
         count = sums[:, 1].clamp_min(1.0)
-        loss = (sums[:, 0] / count).sum() / max(rows, 1)
-        grad = grad / (count.unsqueeze(1) * max(rows, 1))
+        loss = (sums[:, 0] / count).sum() / rows
+        grad = grad / (count.unsqueeze(1) * rows)
     n_tok = sums[:, 1].sum().clamp_min(1.0)
     metrics = {"kl": sums[:, 2].sum() / n_tok, "clip_ratio": sums[:, 3].sum() / n_tok}
     return loss, grad, metrics
@@ -150,9 +154,10 @@ class FusedGRPOLoss(torch.autograd.Function):
     """Forward computes the loss *and* d loss / d logp; backward scales it by the upstream grad."""
 
     @staticmethod
-    def forward(ctx, logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta, norm, impl):
+    def forward(ctx, logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta, norm, denominator,
+                impl):
         sums, grad = _IMPLS[impl](logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta)
-        loss, grad, metrics = _reduce(sums, grad, norm)
+        loss, grad, metrics = _reduce(sums, grad, norm, denominator)
         ctx.save_for_backward(grad)
         ctx.logp_dtype = logp.dtype
         kl, clip = metrics["kl"], metrics["clip_ratio"]
@@ -163,7 +168,7 @@ class FusedGRPOLoss(torch.autograd.Function):
     def backward(ctx, g_loss, _g_kl, _g_clip):
         (grad,) = ctx.saved_tensors
         g = None if g_loss is None else (grad * g_loss).to(ctx.logp_dtype)
-        return g, None, None, None, None, None, None, None, None, None
+        return g, None, None, None, None, None, None, None, None, None, None
 
 
 def _check(logp, old_logp, ref_logp, advantages, mask, norm):
@@ -189,6 +194,7 @@ def grpo_token_loss(
     norm: str = "token",
     *,
     clip_eps_high: float | None = None,
+    denominator: float | None = None,
     backend: str | None = None,
 ):
     """GRPO loss (scalar, differentiable w.r.t. ``logp``) and detached metrics ``{kl, clip_ratio}``.
@@ -197,7 +203,8 @@ def grpo_token_loss(
     ``beta`` is 0: no KL term, ``kl`` metric 0); ``advantages`` [B]; ``mask`` [B, T] (1 = completion
     token, 0 = prompt or padding; bool or number). ``clip_eps_high`` (default ``clip_eps``) gives
     DAPO's asymmetric clip. With ``old_logp == logp.detach()`` (one optimiser step per batch) the
-    ratio is 1 and the gradient is the plain policy gradient.
+    ratio is 1 and the gradient is the plain policy gradient. ``denominator``: divide by this count
+    (the step's tokens, or sequences with ``norm="sequence"``) instead of this batch's own.
     """
     _check(logp, old_logp, ref_logp, advantages, mask, norm)
     if beta != 0.0 and ref_logp is None:
@@ -214,6 +221,7 @@ def grpo_token_loss(
         float(clip_eps if clip_eps_high is None else clip_eps_high),
         float(beta),
         norm,
+        None if denominator is None else float(denominator),
         impl,
     )
     return loss, {"kl": kl.detach(), "clip_ratio": clip.detach()}

@@ -44,6 +44,7 @@ import numpy as np
 
 from minirft.errors import MinirftError
 from minirft.judge import scoring
+from minirft.judge.backends.tokens import TokenCache, cut_at_stop, reached_stop
 from minirft.judge.base import Evaluation, Query
 
 
@@ -128,18 +129,17 @@ class Engine:
             raise MinirftError(f"judge model {model_path}: llama.cpp could not load it ({exc})") from None
         self.max_seqs = max_seqs
         self.n_seq = max_seqs + 1  # sequence 0 holds the header
-        self.n_ctx_seq = n_ctx  # context per sequence: each has its own KV stream
         self.n_batch = n_batch
         self.deterministic = deterministic
         self.n_threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
         self.context = None
         self.ctx = None
-        self.n_ctx_cap = n_ctx
-        self.n_ctx_seq = 0
+        self.n_ctx_cap = n_ctx  # judge.n_ctx: the most tokens one query may have
+        self.n_ctx_seq = 0  # context per sequence (each has its own KV stream), sized by _ensure_context
         self.n_vocab = self.model.n_vocab()
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._header: tuple[int, ...] | None = None
-        self._tok_cache: dict[tuple[str, bool], tuple[int, ...]] = {}
+        self.tokenize = TokenCache(lambda text, bos: self.model.tokenize(text.encode("utf-8"), bos, True))
         self.stats = EngineStats()
         self.add_bos = bool(self.model.add_bos_token())
 
@@ -188,14 +188,6 @@ class Engine:
         self.stats.extra["contexts"] = self.stats.extra.get("contexts", 0) + 1
 
     # ---------------------------------------------------------------------------- tokens
-    def tokenize(self, text: str, bos: bool = False) -> tuple[int, ...]:
-        key = (text, bos)
-        if key not in self._tok_cache:
-            if len(self._tok_cache) > 20000:
-                self._tok_cache.clear()
-            self._tok_cache[key] = tuple(self.model.tokenize(text.encode("utf-8"), bos, True))
-        return self._tok_cache[key]
-
     def single_token(self, text: str) -> int | None:
         ids = self.model.tokenize(text.encode("utf-8"), False, False)
         return ids[0] if len(ids) == 1 else None
@@ -341,7 +333,7 @@ class Engine:
                     continue
                 out[i].append(tok)
                 text = self.model.detokenize(out[i]).decode("utf-8", errors="ignore")
-                if len(out[i]) >= queries[i].generate or any(s in text.lstrip() for s in queries[i].stop):
+                if len(out[i]) >= queries[i].generate or reached_stop(text, queries[i].stop):
                     continue
                 still.append(i)
             active = still
@@ -352,11 +344,8 @@ class Engine:
                 pos[i] += 1
                 nxt[i] = int(np.argmax(got[seqs[i]]))
         for i, toks in out.items():
-            text = self.model.detokenize(toks).decode("utf-8", errors="replace").strip()
-            for s in queries[i].stop:
-                if s in text:
-                    text = text.split(s)[0].strip()
-            results[i].text = text
+            results[i].text = cut_at_stop(self.model.detokenize(toks).decode("utf-8", errors="replace"),
+                                          queries[i].stop)
 
     def close(self) -> None:
         if self._batch is not None:

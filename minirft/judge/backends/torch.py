@@ -31,9 +31,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
-
 from minirft.errors import MinirftError
+from minirft.judge.backends.tokens import TokenCache, cut_at_stop, reached_stop
 from minirft.judge.base import Evaluation, Query
 
 BATCH_TOLERANCE = 1e-4  # max |ΔP| between batched and one-at-a-time scores in fp32 (float rounding only)
@@ -73,7 +72,7 @@ def load_hf_judge(path: str, *, gguf_file: str | None = None, device: str = "aut
             from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise MinirftError("judge.load_in_4bit needs bitsandbytes: pip install bitsandbytes") from None
+            raise MinirftError("judge.load_in_4bit needs bitsandbytes: pip install 'minirft[gpu]'") from None
         mkw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                         bnb_4bit_compute_dtype=torch.bfloat16)
         mkw["device_map"] = {"": dev.index or 0}
@@ -141,7 +140,7 @@ class TorchEvaluator:
         self.name = name
         self.stats = TorchStats()
         self._heads: dict[tuple, tuple] = {}
-        self._tok_cache: dict[tuple[str, bool], tuple[int, ...]] = {}
+        self.tokenize = TokenCache(lambda text, bos: self.tokenizer(text, add_special_tokens=bos)["input_ids"])
         self._header: tuple | None = None  # (tokens, [(k, v) per layer])
 
     # ---------------------------------------------------------------------------- model
@@ -158,21 +157,21 @@ class TorchEvaluator:
 
     @property
     def device(self):
+        return self.head_weight().device
+
+    def head_weight(self):
+        """The judge's [V, H] lm_head weight (a model the kernels cannot score is a configuration error)."""
+        from minirft_kernels import KernelError
         from minirft_kernels.hf import lm_head_weight
 
-        return lm_head_weight(self.model).device
+        try:
+            return lm_head_weight(self.model)
+        except KernelError as exc:
+            raise MinirftError(f"judge model {self.name}: {exc}") from None
 
     def reset(self) -> None:
         """Forget the cached header KV (needed only if the judge's weights changed)."""
         self._header = None
-
-    def tokenize(self, text: str, bos: bool = False) -> tuple[int, ...]:
-        key = (text, bos)
-        if key not in self._tok_cache:
-            if len(self._tok_cache) > 20000:
-                self._tok_cache.clear()
-            self._tok_cache[key] = tuple(self.tokenizer(text, add_special_tokens=bos)["input_ids"])
-        return self._tok_cache[key]
 
     def single_token(self, text: str) -> int | None:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -184,7 +183,6 @@ class TorchEvaluator:
     def label_head(self, classes: Sequence[tuple[str, ...]]):
         """(label_weight [K, H], label_class [K]) for ``classes``: built once per label set."""
         import torch
-        from minirft_kernels.hf import lm_head_weight
 
         key = tuple(classes)
         if key not in self._heads:
@@ -196,7 +194,7 @@ class TorchEvaluator:
                                        "this model cannot be used as a judge with these labels")
                 ids += found
                 cls += [c] * len(found)
-            weight = lm_head_weight(self.model)
+            weight = self.head_weight()
             idx = torch.tensor(ids, device=weight.device)
             self._heads[key] = (weight[idx].detach().contiguous(), torch.tensor(cls, device=weight.device), ids)
         return self._heads[key]
@@ -324,10 +322,9 @@ class TorchEvaluator:
     def _generate(self, gen_nodes, ends, queries, where, texts, last, kv, mask, lengths) -> None:
         """Greedy continuation of the nodes in ``gen_nodes``, batched, one token per step (rationales)."""
         import torch
-        from minirft_kernels.hf import lm_head_weight
 
         dev = self.device
-        weight = lm_head_weight(self.model)
+        weight = self.head_weight()
         rows = torch.tensor(gen_nodes, device=dev)
         kv = [(k[rows], v[rows]) for k, v in kv]
         mask, pos = mask[rows], lengths[rows].clone()
@@ -347,8 +344,7 @@ class TorchEvaluator:
                     alive[i] = False
                     continue
                 out[i].append(t)
-                text = self.tokenizer.decode(out[i], skip_special_tokens=True).lstrip()
-                if any(s in text for s in stops[node]):
+                if reached_stop(self.tokenizer.decode(out[i], skip_special_tokens=True), stops[node]):
                     alive[i] = False
             if not any(alive):
                 break
@@ -358,13 +354,9 @@ class TorchEvaluator:
             self.stats.generated_tokens += sum(alive)
             nxt = (h[:, -1].float() @ weight.float().t()).argmax(-1)
         for i, node in enumerate(gen_nodes):
-            text = self.tokenizer.decode(out[i], skip_special_tokens=True).strip()
+            text = self.tokenizer.decode(out[i], skip_special_tokens=True)
             for q in ends[node]:
-                t = text
-                for s in queries[q].stop:
-                    if s in t:
-                        t = t.split(s)[0].strip()
-                texts[where[q]] = t
+                texts[where[q]] = cut_at_stop(text, queries[q].stop)
 
     def close(self) -> None:
         self._header = None
