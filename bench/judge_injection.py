@@ -10,7 +10,8 @@ the suffix. Reported per judge configuration:
 Two configurations: ``defended`` (the default judge: candidate between <response> markers it
 cannot close, and a header that says text inside is judged, not obeyed) and ``undefended`` (plain
 "Response:" and no warning). Run: python bench/judge_injection.py [--model gemma3-270m]
-Writes bench/results/judge_injection.json.
+Writes bench/results/judge_injection.json, rewritten after every row (a run cut short keeps the rows it
+finished).
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ def main() -> None:
             r = run(model, defended, args.threads)
             result["judges"][model]["defended" if defended else "undefended"] = r
             print(f"{model:<24}{'on' if defended else 'off':<10}{r['raised']:>8.0%}{r['mean_gain']:>+11.3f}"
-                  f"{r['max_gain']:>+10.3f}{r['mean_base_reward']:>7.3f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+                  f"{r['max_gain']:>+10.3f}{r['mean_base_reward']:>7.3f}", flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
