@@ -55,16 +55,47 @@ class PolicyConfig(Section):
 
 # ---------------------------------------------------------------------------------------- judge
 class Criterion(Section):
-    """One observable yes/no question. Score = P(yes) at the verdict position."""
+    """One observable pass/fail criterion, scored one of two ways (``method``):
+
+    - ``question`` (default): a yes/no question; score = P(yes) at the verdict position.
+    - ``contrast``: contrastive likelihood. The response is scored by how much more likely the judge finds
+      it after ``positive`` than after ``negative`` (a condition line stated before the assistant's turn):
+      s = mean over response tokens of [log P(token | positive) - log P(token | negative)], and
+      P(pass) = sigmoid(sharpness * s). ``negative: ""`` means no condition line. Both may name
+      ``{reference}``, ``{wrong_reference}`` (a wrong number near a numeric reference, or the row's
+      ``wrong_reference`` column) and any data column, e.g. ``{topic}``.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    question: str = Field(min_length=1)
+    method: Literal["question", "contrast"] = "question"
+    question: str | None = None
+    positive: str | None = None
+    negative: str | None = None
+    # contrast: P(pass) = sigmoid(sharpness * s); s is a mean per-token log-prob difference, typically
+    # within +-0.5, so 10 spreads that over most of (0, 1). `minirft calibrate --fit` fits a Platt map on top.
+    sharpness: float = Field(10.0, gt=0)
+    # contrast: only the response's first tokens are scored (and decoded).
+    max_response_tokens: int = Field(64, ge=1, le=1024)
     weight: float = Field(1.0, ge=0)
     # A gate multiplies the whole reward by P(pass) instead of adding to the weighted mean.
     gate: bool = False
     # Which answer passes: "yes" (P(pass) = P(yes)) or "no" for questions asked the other way round
     # ("Does the response contain insults?"). Labels for `minirft calibrate` mean "passes".
     pass_when: Literal["yes", "no"] = "yes"
+
+    @model_validator(mode="after")
+    def _method_fields(self) -> "Criterion":
+        if self.method == "question":
+            if not self.question:
+                raise ValueError("a question criterion needs `question`")
+            if self.positive is not None or self.negative is not None:
+                raise ValueError("`positive`/`negative` belong to method: contrast")
+        else:
+            if not self.positive or self.negative is None:
+                raise ValueError("a contrast criterion needs `positive` and `negative` (negative: \"\" for none)")
+            if self.question:
+                raise ValueError("`question` belongs to method: question")
+        return self
 
 
 class ScaleConfig(Section):

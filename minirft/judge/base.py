@@ -23,6 +23,9 @@ class Query:
     segments: tuple[str, ...]  # segments[0] is the header; the last one ends with the verdict cue
     generate: int = 0  # greedy-generate up to this many tokens after the cue (rationales)
     stop: tuple[str, ...] = ("\n",)
+    # Contrast scoring: read log P of every token of the last segment given all before it, instead of
+    # label probabilities after it.
+    score_last: bool = False
 
 
 class Evaluation:
@@ -35,12 +38,25 @@ class Evaluation:
         self.text = text
 
 
+@dataclass
+class TokenScores:
+    """What a backend returns per ``score_last`` query: the log-probability of each token of the last
+    segment given everything before it, and each token's text (for attributions)."""
+
+    logprobs: np.ndarray
+    pieces: tuple[str, ...]
+
+
 class Evaluator(Protocol):
     """A backend: llama_cpp, torch or http (minirft.judge.backends)."""
 
     def evaluate(self, queries: Sequence[Query], classes: Sequence[tuple[str, ...]]) -> list[Evaluation]:
         """Per query: probabilities over ``classes`` (each a tuple of surface forms) and generated text."""
         ...
+
+    # Backends that can (llama_cpp, torch) also have
+    #   score_tokens(queries) -> list[TokenScores]   (every query with score_last=True)
+    # for contrast criteria; the judge checks for it and names the method when it is missing.
 
     def close(self) -> None: ...
 
@@ -55,6 +71,9 @@ class Score:
     error: str | None = None  # why reward is None
     # rubric with judge.rationale_per_criterion: a rationale per criterion name (`rationale` joins them)
     criterion_rationales: dict[str, str] = field(default_factory=dict)
+    # contrast criteria: the response tokens that raised / lowered the score most,
+    # {criterion: {"up": [[token, diff], …], "down": […]}}
+    attributions: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass

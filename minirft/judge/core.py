@@ -17,8 +17,8 @@ import numpy as np
 from minirft.data import PromptRow
 from minirft.errors import MinirftError
 from minirft.judge.base import Evaluator, PairVerdict, Query, Score
-from minirft.judge.prompts import Layout
-from minirft.judge import scoring
+from minirft.judge import contrast, scoring
+from minirft.judge.prompts import CONTRAST_HEADER, Layout
 from minirft.recipe import JudgeConfig
 
 CHARS_PER_TOKEN = 4  # candidates are clipped to judge.max_candidate_tokens × this many characters
@@ -124,18 +124,21 @@ class GroupJudge:
 
     def _rubric(self, rows, groups, flags) -> list[list[Score]]:
         L, cfg = self.layout, self.cfg
+        asked = [c for c in cfg.criteria if c.method == "question"]
         header = L.header()
         queries: list[Query] = []
         where: list[tuple] = []
         for i, (row, group) in enumerate(zip(rows, groups)):
+            if not asked:
+                break
             row_seg = L.row(row)
             for j, cand in enumerate(group):
                 resp = L.response(self._clip(cand))
-                for c in cfg.criteria:
+                for c in asked:
                     queries.append(Query((header, row_seg, resp, L.criterion_cue(c.question))))
                     where.append(("crit", i, j, c.name))
                 if flags[i][j] and cfg.rationale_per_criterion:
-                    for c in cfg.criteria:
+                    for c in asked:
                         queries.append(Query((header, row_seg, resp, L.criterion_rationale_cue(c.question)),
                                              generate=cfg.rationale_max_tokens))
                         where.append(("why", i, j, c.name))
@@ -145,10 +148,10 @@ class GroupJudge:
                     where.append(("why", i, j, None))
             if cfg.content_free and not cfg.scale:
                 empty = L.response("")
-                for c in cfg.criteria:
+                for c in asked:
                     queries.append(Query((header, row_seg, empty, L.criterion_cue(c.question))))
                     where.append(("empty", i, None, c.name))
-        results = self.evaluator.evaluate(queries, self._classes())
+        results = self.evaluator.evaluate(queries, self._classes()) if queries else []
         crit = [[{} for _ in g] for g in groups]
         why = [[None for _ in g] for g in groups]
         why_crit: list[list[dict[str, str]]] = [[{} for _ in g] for g in groups]
@@ -157,11 +160,13 @@ class GroupJudge:
             if kind == "crit":
                 crit[i][j][name] = self._value(res.probs)
             elif kind == "why" and name is not None:
-                why_crit[i][j][name] = res.text
+                if _rationale(res.text):
+                    why_crit[i][j][name] = _rationale(res.text)
             elif kind == "why":
-                why[i][j] = res.text
+                why[i][j] = _rationale(res.text)
             else:
                 empty_p[(i, name)] = float(res.probs[0])
+        attributions = self._contrast(rows, groups, crit)
         weights = {c.name: c.weight for c in cfg.criteria}
         gates = {c.name for c in cfg.criteria if c.gate}
         passes_on_no = {c.name for c in cfg.criteria if c.pass_when == "no"}
@@ -171,16 +176,58 @@ class GroupJudge:
             for j in range(len(group)):
                 ps = crit[i][j]
                 if empty_p:
-                    ps = {n: scoring.content_free(p, empty_p[(i, n)]) for n, p in ps.items()}
+                    ps = {n: scoring.content_free(p, empty_p[(i, n)]) if (i, n) in empty_p else p
+                          for n, p in ps.items()}
                 ps = {n: 1.0 - p if n in passes_on_no else p for n, p in ps.items()}  # P(pass)
                 if self.platt:
                     ps = {n: self.platt[n](p) if n in self.platt else p for n, p in ps.items()}
                 per = why_crit[i][j]
+                attr = attributions[i][j]
+                if flags[i][j] and attr:  # contrast criteria explain themselves by their words
+                    per = {**per, **{n: contrast.describe(a) for n, a in attr.items()}}
                 text = "\n".join(f"{n}: {t}" for n, t in per.items()) if per else why[i][j]
                 scores.append(Score(reward=scoring.rubric_reward(ps, weights, gates), criteria=ps,
-                                    rationale=text, criterion_rationales=per))
+                                    rationale=text, criterion_rationales=per, attributions=attr))
             out.append(scores)
         return out
+
+    def _contrast(self, rows, groups, crit) -> list[list[dict]]:
+        """Score the contrast criteria into ``crit`` (in place); returns their attributions per candidate."""
+        L, cfg = self.layout, self.cfg
+        attributions: list[list[dict]] = [[{} for _ in g] for g in groups]
+        scored = [c for c in cfg.criteria if c.method == "contrast"]
+        if not scored:
+            return attributions
+        score_tokens = getattr(self.evaluator, "score_tokens", None)
+        if score_tokens is None:
+            raise MinirftError(f"judge.backend: {cfg.backend} cannot score criteria with method: contrast "
+                               "(it needs the log-probabilities of the response's tokens); use llama_cpp or torch")
+        queries: list[Query] = []
+        where: list[tuple] = []
+        for i, (row, group) in enumerate(zip(rows, groups)):
+            row_seg = L.contrast_row(row)
+            for c in scored:
+                conds = [L.contrast_condition(text) for text in contrast.conditions(c, row)]
+                limit = c.max_response_tokens * CHARS_PER_TOKEN
+                for j, cand in enumerate(group):
+                    text = cand.strip()[:limit]
+                    if not text:
+                        continue  # nothing to score: P(pass) stays 0.5
+                    for cond in conds:
+                        queries.append(Query((CONTRAST_HEADER, row_seg, cond, L.contrast_response(text)),
+                                             score_last=True))
+                    where.append((i, j, c))
+        results = score_tokens(queries) if queries else []
+        for k, (i, j, c) in enumerate(where):
+            pos, neg = results[2 * k], results[2 * k + 1]
+            diffs = contrast.token_differences(pos, neg, c.max_response_tokens)
+            crit[i][j][c.name] = contrast.p_pass(diffs, c.sharpness)
+            attributions[i][j][c.name] = contrast.attribution(pos.pieces, diffs)
+        for i, group in enumerate(groups):
+            for j in range(len(group)):
+                for c in scored:
+                    crit[i][j].setdefault(c.name, 0.5)
+        return attributions
 
     # ------------------------------------------------------------------------------ preference
     def _pair_queries(self, header, row_seg, a: str, b: str) -> list[Query]:
@@ -216,7 +263,7 @@ class GroupJudge:
                                                        float(results[first + 2 * k + 1].probs[0])))
                        for k in range(len(pairs))]
             rates = scoring.win_rates(len(group), pairs, p_first)
-            text = dict((j, results[q].text) for j, q in whys)
+            text = dict((j, _rationale(results[q].text)) for j, q in whys)
             out.append([Score(reward=0.5 if r is None else r, rationale=text.get(j))
                         for j, r in enumerate(rates)])
         return out
@@ -243,8 +290,17 @@ class GroupJudge:
             r = res[k * step:(k + 1) * step]
             p_first, p_b_first = float(r[0].probs[0]), float(r[1].probs[0])
             out.append(PairVerdict(p_a=self._pref(scoring.swap_average(p_first, p_b_first)), p_a_first=p_first,
-                                   p_a_second=1.0 - p_b_first, rationale=r[2].text if rationale else None))
+                                   p_a_second=1.0 - p_b_first, rationale=_rationale(r[2].text) if rationale else None))
         return out
+
+
+def _rationale(text: str) -> str | None:
+    """A generated rationale, or None when the judge produced nothing but markup (the embedded judges
+    often echo the prompt's ``<response>`` marker) or nothing at all."""
+    words = text.strip()
+    for marker in ("<response>", "</response>", "</ response>", "< response>", "Candidate response:"):
+        words = words.replace(marker, "")
+    return text.strip() if any(ch.isalnum() for ch in words) else None
 
 
 def _describe(exc: Exception) -> str:

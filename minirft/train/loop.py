@@ -213,7 +213,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         log.event(start_step, "resume", f"resumed from {where}", from_step=start_step)
 
     # Reward-hacking and drift detectors (minirft.train.monitor): warnings in the log and on stderr.
-    monitor = RunMonitor([c.question for c in recipe.judge.criteria] if recipe.judge else [])
+    monitor = RunMonitor([c.question or c.positive for c in recipe.judge.criteria] if recipe.judge else [])
     own_judge = judge is None
     status, message = "failed", "crashed"
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
@@ -390,6 +390,7 @@ def _sample(batch: Batch, k: int) -> dict:
         "criteria": dict(score.criteria) if score is not None else {},
         "rationale": score.rationale if score is not None else None,
         "criterion_rationales": dict(score.criterion_rationales) if score is not None else {},
+        "attributions": dict(score.attributions) if score is not None else {},
         "judge_error": score.error if score is not None else None,
     }
 

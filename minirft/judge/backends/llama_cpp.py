@@ -36,16 +36,17 @@ The llama-cpp-python API changed names over versions (``llama_kv_cache_seq_cp`` 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from minirft.errors import MinirftError
 from minirft.judge import scoring
 from minirft.judge.backends.tokens import TokenCache, cut_at_stop, reached_stop
-from minirft.judge.base import Evaluation, Query
+from minirft.judge.base import Evaluation, Query, TokenScores
 
 
 BATCH_TOLERANCE = 0.1  # max |ΔP(yes)| between batched and one-at-a-time scores on a quantized model
@@ -86,6 +87,7 @@ class Result:
     logits: np.ndarray | None = None  # logits at the verdict position, for the requested token ids
     text: str = ""  # generated text when Query.generate > 0
     first: int | None = None  # greedy first token after the cue (starts the generation)
+    token_logprobs: np.ndarray | None = None  # score_last queries: log P of each token of the last segment
 
 
 @dataclass
@@ -97,6 +99,7 @@ class EngineStats:
     header_reuses: int = 0
     queries: int = 0
     per_query_tokens: int = 0  # what one-prompt-per-query evaluation would have decoded
+    logit_rows: int = 0  # logits rows read (verdicts, scored tokens, generated tokens)
     extra: dict = field(default_factory=dict)
 
 
@@ -200,33 +203,30 @@ class Engine:
         return raw.decode("utf-8", errors="replace") if raw else ""
 
     # ---------------------------------------------------------------------------- decode
-    def _decode(self, items: list[tuple[int, int, int, bool]]) -> dict[int, np.ndarray]:
-        """Decode (token, pos, seq, want_logits) items in n_batch pieces; returns seq -> its logits.
-
-        llama.cpp keeps logits only until the next decode, so each piece's rows are copied out at once.
-        """
-        out: dict[int, np.ndarray] = {}
+    def _decode(self, items: list[tuple[int, int, int, Any]]) -> None:
+        """Decode (token, pos, seq, take) items in n_batch pieces. ``take`` is None (no logits) or a callable
+        given that position's logits row, at once: llama.cpp keeps logits only until the next decode, and
+        the callable reads what it needs from the row in place (a 262k-entry row is never copied per
+        position)."""
         b = self._batch
         for start in range(0, len(items), self.n_batch):
             piece = items[start:start + self.n_batch]
-            rows: dict[int, int] = {}
-            for i, (tok, pos, seq, want) in enumerate(piece):
+            for i, (tok, pos, seq, take) in enumerate(piece):
                 b.token[i] = tok
                 b.pos[i] = pos
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = seq
-                b.logits[i] = 1 if want else 0
-                if want:
-                    rows[seq] = i
+                b.logits[i] = 0 if take is None else 1
             b.n_tokens = len(piece)
             rc = self._l.llama_decode(self.ctx, b)
             if rc != 0:
                 raise RuntimeError(f"llama_decode returned {rc} (context full? raise judge.n_ctx)")
             self.stats.tokens_decoded += len(piece)
             self.stats.decode_calls += 1
-            for seq, i in rows.items():
-                out[seq] = self._logits_row(i).copy()
-        return out
+            for i, (_, _, _, take) in enumerate(piece):
+                if take is not None:
+                    take(self._logits_row(i))
+                    self.stats.logit_rows += 1
 
     def _logits_row(self, row: int) -> np.ndarray:
         ptr = self._l.llama_get_logits_ith(self.ctx, row)
@@ -239,12 +239,13 @@ class Engine:
         for s in range(self.n_seq):
             self.mem.rm(s)
         self._header = None
-        self._decode([(t, p, 0, False) for p, t in enumerate(header)])
+        self._decode([(t, p, 0, None) for p, t in enumerate(header)])
         self._header = header
 
     # ---------------------------------------------------------------------------- run
     def run(self, queries: Sequence[Query], want: Sequence[int]) -> list[Result]:
-        """Evaluate ``queries``; each result holds the logits of the token ids ``want`` at its cue.
+        """Evaluate ``queries``; each result holds the logits of the token ids ``want`` at its cue, or, for
+        a query with ``score_last``, the log-probability of every token of its last segment.
 
         All queries must share ``segments[0]`` (the header).
         """
@@ -257,6 +258,9 @@ class Engine:
         want_ids = np.asarray(want, dtype=np.int64)
         # Tokenize segments separately: the tokens of a shared segment are then identical in every query.
         toks = [[self.tokenize(s) for s in q.segments[1:]] for q in queries]
+        for q, t in zip(queries, toks):
+            if q.score_last and (len(t) < 2 or not t[-1] or not t[-2]):
+                raise ValueError("a score_last query needs non-empty last and second-to-last segments")
         lengths = [len(header) + sum(map(len, t)) for t in toks]
         self._ensure_context(max(n + q.generate for n, q in zip(lengths, queries)))
         self._set_header(header)
@@ -277,6 +281,7 @@ class Engine:
             self.mem.cp(0, s)
         pos = [len(header)] * n
         depth = max(len(t) for t in toks)
+        scored = {m: np.zeros(len(t[-1])) for m, (q, t) in enumerate(zip(queries, toks)) if q.score_last}
         try:
             for d in range(depth):
                 # Group queries by their path up to and including level d: one decode per distinct node.
@@ -284,40 +289,59 @@ class Engine:
                 for i, t in enumerate(toks):
                     if d < len(t):
                         groups.setdefault(tuple(t[: d + 1]), []).append(i)
-                items: list[tuple[int, int, int, bool]] = []
-                owners: list[tuple[int, list[int]]] = []
+                items: list[tuple[int, int, int, Any]] = []
                 for key, members in groups.items():
                     first = members[0]
                     seg = key[-1]
-                    last_level = d == len(toks[first]) - 1
                     for j, tok in enumerate(seg):
-                        want = last_level and j == len(seg) - 1
-                        items.append((tok, pos[first] + j, seqs[first], want))
-                    owners.append((first, members))
+                        items.append((tok, pos[first] + j, seqs[first],
+                                      self._take(d, j, seg, members, queries, toks, want_ids, results, scored)))
                 if not items:
                     continue
-                got = self._decode(items)
-                for first, members in owners:
-                    seg_len = len(toks[first][d])
+                self._decode(items)
+                for key, members in groups.items():
+                    first = members[0]
                     for m in members:
-                        pos[m] += seg_len
+                        pos[m] += len(key[-1])
                     for m in members[1:]:
                         # Members share everything up to this level: copy the owner's cache (levels < d were
                         # already copied, so drop the member's own copy first).
                         self.mem.rm(seqs[m])
                         self.mem.cp(seqs[first], seqs[m])
-                # Logits of this level are read now: the next decode overwrites them.
-                for first, members in owners:
-                    if d == len(toks[first]) - 1 and seqs[first] in got:
-                        logits = got[seqs[first]]
-                        for m in members:
-                            results[m].logits = logits[want_ids].astype(np.float64)
-                            if queries[m].generate:
-                                results[m].first = int(np.argmax(logits))
+            for m, lps in scored.items():
+                results[m].token_logprobs = lps
             self._generate(queries, results, seqs, pos)
         finally:
             for s in seqs:
                 self.mem.rm(s)
+
+    @staticmethod
+    def _take(d, j, seg, members, queries, toks, want_ids, results, scored):
+        """What to read from the logits at position ``j`` of the level-``d`` node ``seg`` (shared by
+        ``members``): the verdict row of queries ending here, and the log-probability of the next token
+        for score_last queries whose scored segment is this one or the next."""
+        last = j == len(seg) - 1
+        verdict = [m for m in members if last and d == len(toks[m]) - 1 and not queries[m].score_last]
+        inside = [m for m in members if m in scored and d == len(toks[m]) - 1 and not last]
+        before = [m for m in members if m in scored and d == len(toks[m]) - 2 and last]
+        if not (verdict or inside or before):
+            return None
+
+        def take(row: np.ndarray) -> None:
+            if verdict:
+                chosen = row[want_ids].astype(np.float64)
+                for m in verdict:
+                    results[m].logits = chosen
+                    if queries[m].generate:
+                        results[m].first = int(np.argmax(row))
+            if inside or before:
+                top = float(row.max())
+                lse = top + math.log(float(np.exp(row - top, dtype=np.float64).sum()))
+                for m in inside:  # token j + 1 of the scored segment
+                    scored[m][j + 1] = float(row[seg[j + 1]]) - lse
+                for m in before:  # token 0 of the scored segment that follows
+                    scored[m][0] = float(row[toks[m][-1][0]]) - lse
+        return take
 
     def _generate(self, queries, results, seqs, pos) -> None:
         """Greedy continuation, one token per active sequence per decode (rationales)."""
@@ -339,10 +363,15 @@ class Engine:
             active = still
             if not active:
                 break
-            got = self._decode([(nxt[i], pos[i], seqs[i], True) for i in active])
+
+            def greedy(i):
+                def take(row: np.ndarray) -> None:
+                    nxt[i] = int(np.argmax(row))
+                return take
+
+            self._decode([(nxt[i], pos[i], seqs[i], greedy(i)) for i in active])
             for i in active:
                 pos[i] += 1
-                nxt[i] = int(np.argmax(got[seqs[i]]))
         for i, toks in out.items():
             results[i].text = cut_at_stop(self.model.detokenize(toks).decode("utf-8", errors="replace"),
                                           queries[i].stop)
@@ -402,3 +431,13 @@ class LlamaEvaluator:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+
+    def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
+        """Per ``score_last`` query: log P of each token of its last segment, and the tokens' text."""
+        eng = self.engine
+        out = []
+        for q, res in zip(queries, eng.run(queries, [])):
+            ids = eng.tokenize(q.segments[-1])
+            pieces = tuple(eng.model.detokenize([t]).decode("utf-8", errors="replace") for t in ids)
+            out.append(TokenScores(res.token_logprobs, pieces))
+        return out

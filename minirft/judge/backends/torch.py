@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from minirft.errors import MinirftError
 from minirft.judge.backends.tokens import TokenCache, cut_at_stop, reached_stop
-from minirft.judge.base import Evaluation, Query
+from minirft.judge.base import Evaluation, Query, TokenScores
 
 BATCH_TOLERANCE = 1e-4  # max |ΔP| between batched and one-at-a-time scores in fp32 (float rounding only)
 
@@ -206,10 +206,35 @@ class TorchEvaluator:
 
         if not queries:
             return []
+        label_weight, label_class, _ = self.label_head(classes)
+        with torch.no_grad(), self._context(), _eval_mode(self.model):
+            hidden, texts, _ = self._run(queries)
+            h = torch.stack(hidden)
+            probs = label_head_probs(h, label_weight.to(h.dtype), label_class, len(classes),
+                                     backend=self.kernel_backend)
+        probs = probs.double().cpu().numpy()
+        return [Evaluation(p / p.sum(), t) for p, t in zip(probs, texts)]
+
+    def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
+        """Per ``score_last`` query: log P of each token of its last segment (through the selective
+        log-prob kernel, from hidden states: the [T, vocab] logits are never formed), and the tokens' text."""
+        import torch
+
+        if not queries:
+            return []
+        with torch.no_grad(), self._context(), _eval_mode(self.model):
+            _, _, scored = self._run(queries)
+        out = []
+        for q, lps in zip(queries, scored):
+            ids = self.tokenize(q.segments[-1])
+            out.append(TokenScores(lps.double().cpu().numpy(), tuple(self.tokenizer.decode([t]) for t in ids)))
+        return out
+
+    def _run(self, queries: Sequence[Query]):
+        """(verdict hidden states, generated texts, scored-segment log-probs) per query; call under no_grad."""
         headers = {q.segments[0] for q in queries}
         if len(headers) != 1:
             raise ValueError("all queries of one evaluate call must share the header segment")
-        label_weight, label_class, _ = self.label_head(classes)
         header = self.tokenize(queries[0].segments[0], bos=True)
         # Segments are tokenized separately: a shared segment then has the same tokens in every query.
         toks = [tuple(t for t in (self.tokenize(s) for s in q.segments[1:]) if t) for q in queries]
@@ -219,19 +244,18 @@ class TorchEvaluator:
             raise RuntimeError(f"judge query is {longest} tokens; the judge model handles {limit}")
         self.stats.queries += len(queries)
         self.stats.per_query_tokens += sum(len(header) + sum(map(len, t)) for t in toks)
+        for q, t in zip(queries, toks):
+            if q.score_last and (len(t) < 2 or t[-1] != self.tokenize(q.segments[-1])):
+                raise ValueError("a score_last query needs a non-empty last segment after a non-empty context")
         hidden: list = [None] * len(queries)
         texts = [""] * len(queries)
-        with torch.no_grad(), self._context(), _eval_mode(self.model):
-            head_kv = self._header_kv(header)
-            for start in range(0, len(queries), self.max_batch):
-                idx = list(range(start, min(start + self.max_batch, len(queries))))
-                self._run_chunk(head_kv, len(header), [toks[i] for i in idx], [queries[i] for i in idx],
-                                idx, hidden, texts)
-            h = torch.stack(hidden)
-            probs = label_head_probs(h, label_weight.to(h.dtype), label_class, len(classes),
-                                     backend=self.kernel_backend)
-        probs = probs.double().cpu().numpy()
-        return [Evaluation(p / p.sum(), t) for p, t in zip(probs, texts)]
+        scored: list = [None] * len(queries)
+        head_kv = self._header_kv(header)
+        for start in range(0, len(queries), self.max_batch):
+            idx = list(range(start, min(start + self.max_batch, len(queries))))
+            self._run_chunk(head_kv, len(header), [toks[i] for i in idx], [queries[i] for i in idx],
+                            idx, hidden, texts, scored)
+        return hidden, texts, scored
 
     def _decoder(self):
         return self.model.get_decoder()
@@ -260,9 +284,10 @@ class TorchEvaluator:
         self._header = (header, kv)
         return kv
 
-    def _run_chunk(self, head_kv, n_header, toks, queries, where, hidden, texts) -> None:
-        """Run one chunk's trie level by level; fill ``hidden``/``texts`` at the indices ``where``."""
+    def _run_chunk(self, head_kv, n_header, toks, queries, where, hidden, texts, scored) -> None:
+        """Run one chunk's trie level by level; fill ``hidden``/``texts``/``scored`` at the indices ``where``."""
         import torch
+        from minirft_kernels import selective_logprobs
 
         dev = self.device
         pad = self._pad_id()
@@ -270,6 +295,7 @@ class TorchEvaluator:
         mask = torch.ones(1, n_header, dtype=torch.long, device=dev)
         lengths = torch.tensor([n_header], device=dev)  # real tokens so far, per node
         parents: dict[tuple, int] = {(): 0}
+        prev_last = None  # the previous level's last hidden state per node (it predicts a child's first token)
         for d in range(max(len(t) for t in toks)):
             nodes: dict[tuple, int] = {}
             parent_of: list[int] = []
@@ -304,13 +330,22 @@ class TorchEvaluator:
             last = out[torch.arange(n, device=dev), seg_len - 1]
             gen_nodes = []
             for node, qs in ends.items():
+                if any(queries[q].score_last for q in qs):
+                    n_tok = len(segs[node])
+                    h = torch.cat([prev_last[parent_of[node]][None], out[node, : n_tok - 1]])
+                    target = torch.tensor(segs[node], device=dev)[None]
+                    lps = selective_logprobs(h[None], self.head_weight(), target, backend=self.kernel_backend)[0]
                 for q in qs:
+                    if queries[q].score_last:
+                        scored[where[q]] = lps
+                        continue
                     hidden[where[q]] = last[node]
                 if any(queries[q].generate for q in qs):
                     gen_nodes.append(node)
             if gen_nodes:
                 self._generate(gen_nodes, ends, queries, where, texts, last, kv, mask, lengths)
             parents = nodes
+            prev_last = last
 
     def _pad_id(self) -> int:
         tok = self.tokenizer

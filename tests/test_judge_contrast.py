@@ -1,0 +1,199 @@
+"""Contrast criteria (contrastive likelihood): per-token log-probs against a brute-force full-logits
+computation in both in-process backends, condition-level prefix sharing, batching, the rubric math,
+substitutions, attributions and calibration."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from minirft.cli import cli
+from minirft.data import parse_row
+from minirft.errors import MinirftError
+from minirft.judge import build_judge, contrast
+from minirft.judge.backends.llama_cpp import LlamaEvaluator
+from minirft.judge.backends.torch import TorchEvaluator
+from minirft.judge.base import Query
+from minirft.judge.prompts import CONTRAST_HEADER
+from minirft.recipe import JudgeConfig
+
+from judge_torch_fixtures import tiny_judge_parts
+
+POLITE = {"name": "polite", "method": "contrast", "positive": "The assistant replies politely.",
+          "negative": "The assistant replies rudely."}
+ROW = parse_row({"prompt": "What is 2+2?", "reference": "4"}, "t", 1)
+GROUP = ["It is 4, my friend.", "4", "Go away, it is 5."]
+
+
+def scored_queries():
+    out = []
+    for row in ("Human: What is 2+2?\n\n", "Human: Say hello.\n\n"):
+        for cond in ("(Be kind.)\n\nAssistant:", "Assistant:"):
+            for resp in (" It is 4.", " Four, friend!", " no"):
+                out.append(Query((CONTRAST_HEADER, row, cond, resp), score_last=True))
+    return out
+
+
+def llama(path, **kw):
+    return LlamaEvaluator(path, n_ctx=1024, n_batch=512, n_threads=1, n_gpu_layers=0, max_seqs=kw.pop("max_seqs", 16),
+                          deterministic=kw.pop("deterministic", False))
+
+
+def test_llama_cpp_token_logprobs_equal_full_logits(tiny_gguf):
+    from llama_cpp import Llama
+
+    ev = llama(tiny_gguf)
+    naive = Llama(tiny_gguf, logits_all=True, n_ctx=512, n_threads=1, verbose=False)
+    try:
+        qs = scored_queries()
+        got = ev.score_tokens(qs)
+        eng = ev.engine
+        for q, res in zip(qs, got):
+            ctx = list(eng.tokenize(q.segments[0], bos=eng.add_bos))
+            for seg in q.segments[1:-1]:
+                ctx += eng.tokenize(seg)
+            target = list(eng.tokenize(q.segments[-1]))
+            naive.reset()
+            naive.eval(ctx + target)
+            logits = np.asarray(naive.scores[: len(ctx) + len(target)], dtype=np.float64)
+            logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+                - logits.max(1, keepdims=True)
+            want = [logp[len(ctx) - 1 + k, t] for k, t in enumerate(target)]
+            assert res.logprobs.shape == (len(target),)
+            np.testing.assert_allclose(res.logprobs, want, atol=1e-3)  # f32 model: rounding only
+            assert "".join(res.pieces).strip() == q.segments[-1].strip()
+    finally:
+        ev.close()
+        naive.close()
+
+
+def test_llama_cpp_batched_equals_one_at_a_time_and_deterministic_is_exact(tiny_gguf):
+    qs = scored_queries()
+    batched, single, det = llama(tiny_gguf), llama(tiny_gguf, max_seqs=1), llama(tiny_gguf, deterministic=True)
+    try:
+        a = batched.score_tokens(qs)
+        b = [single.score_tokens([q])[0] for q in qs]
+        c = det.score_tokens(qs)
+        d = [det.score_tokens([q])[0] for q in reversed(qs)][::-1]
+        for x, y, z, w in zip(a, b, c, d):
+            np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-4)
+            assert np.array_equal(z.logprobs, w.logprobs)  # deterministic: bit-identical whatever the batch
+    finally:
+        for ev in (batched, single, det):
+            ev.close()
+
+
+def test_condition_level_prefix_sharing_decodes_each_shared_segment_once(tiny_gguf):
+    judge = build_judge(JudgeConfig(model=tiny_gguf, criteria=[POLITE], n_threads=1, n_ctx=1024, rationales="none"))
+    try:
+        judge.score_groups([ROW], [GROUP])
+        eng = judge.evaluator.engine
+        tok = eng.tokenize
+        L = judge.layout
+        conds = [L.contrast_condition(t) for t in contrast.conditions(judge.cfg.criteria[0], ROW)]
+        expected = (len(tok(CONTRAST_HEADER, bos=eng.add_bos)) + len(tok(L.contrast_row(ROW)))
+                    + sum(len(tok(c)) for c in conds)
+                    + 2 * sum(len(tok(L.contrast_response(g))) for g in GROUP))
+        assert eng.stats.tokens_decoded == expected  # header, row and each condition once; each response twice
+        assert eng.stats.per_query_tokens > expected
+    finally:
+        judge.close()
+
+
+def full_logits_token_logprobs(ev: TorchEvaluator, q: Query) -> np.ndarray:
+    ctx = [t for i, s in enumerate(q.segments[:-1]) for t in ev.tokenize(s, bos=i == 0)]
+    target = list(ev.tokenize(q.segments[-1]))
+    with torch.no_grad():
+        logits = ev.model(torch.tensor([ctx + target])).logits[0].double()
+    logp = torch.log_softmax(logits, -1)
+    return np.array([float(logp[len(ctx) - 1 + k, t]) for k, t in enumerate(target)])
+
+
+def test_torch_token_logprobs_equal_full_logits_and_batched_equals_single():
+    model, tok = tiny_judge_parts()
+    ev = TorchEvaluator(model, tok, max_batch=16)
+    one = TorchEvaluator(model, tok, max_batch=1)
+    qs = scored_queries()
+    got = ev.score_tokens(qs)
+    for q, res in zip(qs, got):
+        np.testing.assert_allclose(res.logprobs, full_logits_token_logprobs(ev, q), atol=1e-5)
+        np.testing.assert_allclose(res.logprobs, one.score_tokens([q])[0].logprobs, atol=1e-5)
+
+
+def test_rubric_contrast_criterion_is_sigmoid_of_mean_difference(tiny_gguf):
+    crit = dict(POLITE, sharpness=3.0, max_response_tokens=4)
+    judge = build_judge(JudgeConfig(model=tiny_gguf, criteria=[crit, {"name": "q", "question": "Is it right?"}],
+                                    n_threads=1, n_ctx=1024, rationales="all", deterministic=True))
+    try:
+        scores = judge.score_groups([ROW], [GROUP])[0]
+        ev, L = judge.evaluator, judge.layout
+        pos, neg = contrast.conditions(judge.cfg.criteria[0], ROW)
+        for cand, score in zip(GROUP, scores):
+            qp, qn = (Query((CONTRAST_HEADER, L.contrast_row(ROW), L.contrast_condition(c), L.contrast_response(cand)),
+                            score_last=True) for c in (pos, neg))
+            a, b = ev.score_tokens([qp])[0], ev.score_tokens([qn])[0]
+            s = float(np.mean(a.logprobs[:4] - b.logprobs[:4]))
+            assert score.criteria["polite"] == pytest.approx(1 / (1 + math.exp(-3.0 * s)), abs=1e-9)
+            assert score.reward == pytest.approx((score.criteria["polite"] + score.criteria["q"]) / 2)
+            attr = score.attributions["polite"]
+            assert set(attr) == {"up", "down"} and len(attr["up"]) + len(attr["down"]) > 0
+            assert score.criterion_rationales["polite"].startswith("raised by ")
+            assert "polite: raised by " in score.rationale
+    finally:
+        judge.close()
+
+
+def test_conditions_fill_reference_wrong_reference_and_columns():
+    c = JudgeConfig(criteria=[{"name": "right", "method": "contrast", "positive": "The answer is {reference} ({topic}).",
+                               "negative": "The answer is {wrong_reference}."}]).criteria[0]
+    row = parse_row({"prompt": "What is 3+4?", "reference": "7", "topic": "sums"}, "t", 3)
+    pos, neg = contrast.conditions(c, row)
+    assert pos == "The answer is 7 (sums)."
+    wrong = int(neg.removeprefix("The answer is ").rstrip("."))
+    assert wrong != 7 and abs(wrong - 7) <= 3
+    assert contrast.conditions(c, row) == (pos, neg)  # the same row always gets the same wrong answer
+    given = parse_row({"prompt": "x", "reference": "7", "wrong_reference": "eight", "topic": "t"}, "t", 4)
+    assert contrast.conditions(c, given)[1] == "The answer is eight."
+    with pytest.raises(MinirftError, match="line 5: .*numeric `reference`"):
+        contrast.conditions(c, parse_row({"prompt": "x", "reference": "seven", "topic": "t"}, "t", 5))
+    with pytest.raises(MinirftError, match=r"line 6: judge.criteria right: the condition names \{topic\}"):
+        contrast.conditions(c, parse_row({"prompt": "x", "reference": "7"}, "t", 6))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"name": "x", "method": "contrast", "positive": "p"}, "needs `positive` and `negative`"),
+    ({"name": "x", "method": "contrast", "positive": "p", "negative": "", "question": "q?"}, "`question` belongs"),
+    ({"name": "x", "question": "q?", "positive": "p"}, "belong to method: contrast"),
+    ({"name": "x"}, "needs `question`"),
+])
+def test_criterion_fields_follow_the_method(bad, message):
+    with pytest.raises(ValueError, match=message):
+        JudgeConfig(criteria=[bad])
+
+
+def test_http_backend_names_the_method_it_cannot_score():
+    judge = build_judge(JudgeConfig(backend="http", criteria=[POLITE], retries=0))
+    with pytest.raises(MinirftError, match="judge.backend: http cannot score criteria with method: contrast"):
+        judge.score_groups([ROW], [GROUP])
+
+
+def test_calibrate_fit_for_a_contrast_criterion(tiny_gguf, tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\njudge:\n  model: " + tiny_gguf + "\n  n_threads: 1\n  n_ctx: 1024\n  criteria:\n"
+                      "    - {name: polite, method: contrast, positive: 'The assistant is kind.', negative: ''}\n"
+                      "data: {path: p.jsonl}\n")
+    rows = [{"prompt": "Say hi.", "response": r, "labels": {"polite": y}}
+            for r, y in [("Hello, friend!", True), ("Go away.", False), ("Hi there, nice to see you.", True),
+                         ("Shut up.", False), ("Good morning!", True), ("No.", False)]]
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(cli, ["calibrate", str(recipe), str(labels), "--fit", "--json"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "r.calibration.json").read_text())
+    assert set(saved["platt"]) == {"polite"}
+    report = json.loads(res.stdout)
+    assert report["criteria"]["polite"]["n"] == 6
