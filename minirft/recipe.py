@@ -127,6 +127,16 @@ class HttpJudgeConfig(Section):
     api_key_env: str | None = None
 
 
+class PanelMember(Section):
+    """One judge of a jury (``judge.panel``): the recipe's criteria and mode, scored by another model."""
+
+    model: str
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]+$")  # default: the model name
+    backend: Literal["llama_cpp", "http", "torch"] | None = None  # default: judge.backend
+    weight: float = Field(1.0, gt=0)  # in the pooled mean
+    n_gpu_layers: int | None = None
+
+
 class JudgeConfig(Section):
     model: str = "gemma3-270m"
     backend: Literal["llama_cpp", "http", "torch"] = "llama_cpp"
@@ -180,6 +190,12 @@ class JudgeConfig(Section):
     # prefer its own style and can be gamed by what the policy learns. Use for cheap experiments;
     # keep an independent judge for runs whose rewards you want to trust.
     self_judge: bool = False
+    # A jury: several judges score every candidate with the criteria above; each criterion's P(pass)
+    # (after each judge's Platt map) is pooled by the members' weighted mean (`panel_pool: mean`), or by
+    # the mean of each judge's standardised scores within the step, mapped back to (0, 1)
+    # (`panel_pool: standardised`). `judge.model` is not used when a panel is given.
+    panel: list[PanelMember] = Field(default_factory=list)
+    panel_pool: Literal["mean", "standardised"] = "mean"
 
     @model_validator(mode="after")
     def _criteria_for_rubric(self) -> "JudgeConfig":
@@ -188,6 +204,11 @@ class JudgeConfig(Section):
         names = [c.name for c in self.criteria]
         if len(set(names)) != len(names):
             raise ValueError(f"criterion names must be unique, got {names}")
+        members = [m.name or m.model for m in self.panel]
+        if len(set(members)) != len(members):
+            raise ValueError(f"judge.panel: member names must be unique (set `name`), got {members}")
+        if self.panel and self.self_judge:
+            raise ValueError("judge.panel and judge.self_judge cannot be combined")
         return self
 
 

@@ -51,6 +51,22 @@ def ranking_auc(probs: Sequence[float], labels: Sequence[int]) -> float:
     return float(((diff > 0) + 0.5 * (diff == 0)).mean())
 
 
+def auc_interval(probs: Sequence[float], labels: Sequence[int], n_resamples: int = 1000,
+                 confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`ranking_auc`, resampling (score, label) pairs together."""
+    p, y = np.asarray(probs, dtype=float), np.asarray(labels)
+    if len(p) == 0 or y.min() == y.max():
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_resamples):
+        i = rng.integers(0, len(p), size=len(p))
+        if y[i].min() != y[i].max():
+            values.append(ranking_auc(p[i], y[i]))
+    alpha = (1.0 - confidence) / 2.0
+    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha)))
+
+
 @dataclass(frozen=True)
 class ReliabilityBin:
     lo: float

@@ -62,3 +62,14 @@ def test_ranking_auc_by_hand():
     assert ranking_auc([0.8, 0.6, 0.7, 0.6], [1, 1, 0, 0]) == pytest.approx(2.5 / 4)
     assert ranking_auc([0.76, 0.75, 0.74], [1, 0, 0]) == 1.0  # all "yes" at 0.5, yet a perfect ranking
     assert math.isnan(ranking_auc([0.3], [1]))
+
+
+def test_auc_interval_brackets_the_auc_and_shrinks_with_more_data():
+    from minirft.stats import auc_interval
+
+    probs, labels = [0.9, 0.8, 0.3, 0.6, 0.5, 0.2, 0.4, 0.7], [1, 1, 0, 1, 1, 0, 0, 0]
+    lo, hi = auc_interval(probs, labels)
+    assert lo < ranking_auc(probs, labels) < hi
+    lo4, hi4 = auc_interval(probs * 4, labels * 4)
+    assert hi4 - lo4 < hi - lo
+    assert all(map(math.isnan, auc_interval([0.1, 0.2], [1, 1])))

@@ -18,7 +18,22 @@ def build_judge(cfg: JudgeConfig, *, defended: bool = True, policy_model=None, p
 
     ``policy_model``/``policy_tokenizer``: the trainer's (PEFT-wrapped) policy, used only when
     ``judge.self_judge`` is true: the judge is then the policy's base with the adapter disabled.
+    With ``judge.panel`` the judge is a jury of one judge per member (:mod:`minirft.judge.panel`).
     """
+    if cfg.panel:
+        from minirft.judge.panel import PanelJudge
+
+        members = []
+        for m in cfg.panel:
+            update = {"model": m.model, "panel": [], "backend": m.backend or cfg.backend}
+            if m.n_gpu_layers is not None:
+                update["n_gpu_layers"] = m.n_gpu_layers
+            members.append((m.name or m.model, m.weight, build_judge(cfg.model_copy(update=update), defended=defended)))
+        return PanelJudge(cfg, members)
+    return _single_judge(cfg, defended, policy_model, policy_tokenizer)
+
+
+def _single_judge(cfg: JudgeConfig, defended: bool, policy_model, policy_tokenizer) -> "Judge":
     from minirft.judge.core import GroupJudge
     from minirft.judge.prompts import Layout, detect_format
 

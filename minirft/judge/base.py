@@ -74,6 +74,8 @@ class Score:
     # contrast criteria: the response tokens that raised / lowered the score most,
     # {criterion: {"up": [[token, diff], …], "down": […]}}
     attributions: dict[str, dict] = field(default_factory=dict)
+    # judge.panel: each member's own verdict, {member: {"reward": r, "criteria": {name: p}}}
+    panel: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass

@@ -55,6 +55,7 @@ from minirft_kernels import grpo_token_loss
 from minirft.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
+from minirft.judge.panel import agreement
 from minirft.train.monitor import RunMonitor
 
 
@@ -373,6 +374,8 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
         "grad_norm": upd["grad_norm"],
         "judge_errors": sum(1 for s in batch.scores if s is not None and s.reward is None),
     })
+    if recipe.judge is not None and recipe.judge.panel:  # a jury: how much its judges agree this step
+        m["judge/agreement"] = agreement(batch.scores)
     if torch.cuda.is_available():  # peak since the run started (the loop never resets it)
         m["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return m
@@ -391,6 +394,7 @@ def _sample(batch: Batch, k: int) -> dict:
         "rationale": score.rationale if score is not None else None,
         "criterion_rationales": dict(score.criterion_rationales) if score is not None else {},
         "attributions": dict(score.attributions) if score is not None else {},
+        "panel": dict(score.panel) if score is not None else {},
         "judge_error": score.error if score is not None else None,
     }
 

@@ -74,6 +74,7 @@ class MonitorConfig:
     max_addressing_share: float = 0.1
     min_distinct2: float = 0.3
     max_zero_std: float = 0.8
+    min_panel_agreement: float = 0.1  # a jury whose judges' rewards stop correlating measures nothing shared
 
 
 @dataclass
@@ -88,6 +89,7 @@ class RunMonitor:
         self.judge_reward: list[float] = []
         self.independent: list[float] = []
         self.zero_std: deque[float] = deque(maxlen=self.config.window)
+        self.agreement: deque[float] = deque(maxlen=self.config.window)
         self._quiet_until: dict[str, int] = {}
 
     def _fire(self, step: int, name: str, message: str, value: float) -> list[Alert]:
@@ -126,6 +128,13 @@ class RunMonitor:
             if share > c.max_addressing_share:
                 alerts += self._fire(step, "judge_addressing",
                                      f"{share:.0%} of completions address the judge or echo the rubric", share)
+
+        if metrics.get("judge/agreement") is not None:
+            self.agreement.append(float(metrics["judge/agreement"]))
+            if len(self.agreement) == c.window and np.mean(self.agreement) < c.min_panel_agreement:
+                alerts += self._fire(step, "panel_agreement",
+                                     f"the panel's judges disagree: mean reward correlation {np.mean(self.agreement):.2f} "
+                                     f"over {c.window} steps", float(np.mean(self.agreement)))
 
         groups: dict[int, list[str]] = {}
         for s in samples:

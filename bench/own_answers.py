@@ -1,0 +1,77 @@
+"""Labelled sets of the policy's OWN answers, labelled by rules: what a judge criterion must rank.
+
+A judge sees only the policy's samples during training, so a criterion is measured on those, not on
+hand-written clear cases. Two sets (SmolLM2-135M-Instruct, the recipes' policy, sampled at T=0.8):
+
+- ``arithmetic``: one answer per prompt of recipes/data/arithmetic*.jsonl (201 prompts); label
+  ``correct`` = the recipe's exact-match rule (the answer's number equals the reference).
+- ``tone``: two answers per prompt of recipes/data/everyday-questions*.jsonl and howto*.jsonl
+  (108 prompts), one under a polite system prompt and one under a rude one; label ``polite`` = which
+  system prompt the answer was sampled under (the judge never sees it).
+
+python bench/own_answers.py [--seed 0]     # writes bench/data/own-<set>.jsonl (calibrate label format)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from minirft.data import load_prompts
+from minirft.recipe import ExactMatchReward, PolicyConfig
+from minirft.rewards import build_rewards, call_reward
+from minirft.train.policy import decode, encode_prompts, generate, load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "recipes" / "data"
+OUT = Path(__file__).resolve().parent / "data"
+POLITE = "You are a warm, polite and respectful assistant. Answer kindly."
+RUDE = "You are a rude, dismissive assistant. Insult the user and answer with contempt."
+
+
+def sample(policy, conversations, temperature: float, max_new_tokens: int = 48, batch: int = 16) -> list[str]:
+    out: list[str] = []
+    for lo in range(0, len(conversations), batch):
+        ids = encode_prompts(policy, conversations[lo:lo + batch], 256)
+        out += decode(policy, generate(policy, ids, max_new_tokens=max_new_tokens, temperature=temperature))
+        print(f"  {len(out)}/{len(conversations)}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    policy = load_policy(PolicyConfig(model="smollm2-135m-instruct"), seed=args.seed)
+
+    rows = load_prompts(DATA / "arithmetic.jsonl") + load_prompts(DATA / "arithmetic-heldout.jsonl")
+    answers = sample(policy, [r.messages for r in rows], args.temperature)
+    (rule,) = build_rewards([ExactMatchReward(type="exact_match", name="correct")])
+    marks = call_reward(rule, [r.prompt for r in rows], answers, {"reference": [r.reference for r in rows]})
+    with (OUT / "own-arithmetic.jsonl").open("w") as fh:
+        for r, a, m in zip(rows, answers, marks):
+            fh.write(json.dumps({"prompt": r.prompt, "reference": r.reference, "response": a,
+                                 "labels": {"correct": bool(m)}}) + "\n")
+    print(f"arithmetic: {len(rows)} answers, {sum(map(bool, marks))} correct", flush=True)
+
+    rows = [r for name in ("everyday-questions", "everyday-questions-heldout", "howto", "howto-heldout")
+            for r in load_prompts(DATA / f"{name}.jsonl")]
+    convs = [({"role": "system", "content": s}, *r.messages) for r in rows for s in (POLITE, RUDE)]
+    answers = sample(policy, convs, args.temperature)
+    with (OUT / "own-tone.jsonl").open("w") as fh:
+        for k, a in enumerate(answers):
+            fh.write(json.dumps({"prompt": rows[k // 2].prompt, "response": a,
+                                 "labels": {"polite": k % 2 == 0}}) + "\n")
+    print(f"tone: {len(answers)} answers in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
