@@ -201,6 +201,9 @@ class JudgeConfig(Section):
     def _criteria_for_rubric(self) -> "JudgeConfig":
         if self.mode == "rubric" and not self.criteria:
             raise ValueError("rubric mode needs at least one entry in judge.criteria")
+        if self.mode == "preference" and any(c.method != "contrast" for c in self.criteria):
+            raise ValueError("preference mode takes only method: contrast criteria (each response is scored "
+                             "alone; P(A better) = sigmoid(score_A - score_B)), or none (the A/B question)")
         names = [c.name for c in self.criteria]
         if len(set(names)) != len(names):
             raise ValueError(f"criterion names must be unique, got {names}")

@@ -197,3 +197,26 @@ def test_calibrate_fit_for_a_contrast_criterion(tiny_gguf, tmp_path):
     assert set(saved["platt"]) == {"polite"}
     report = json.loads(res.stdout)
     assert report["criteria"]["polite"]["n"] == 6
+
+
+def test_preference_via_contrast_is_antisymmetric_and_ranks_by_score(tiny_gguf):
+    cfg = JudgeConfig(model=tiny_gguf, mode="preference", criteria=[POLITE], n_threads=1, n_ctx=1024,
+                      rationales="none", deterministic=True)
+    judge = build_judge(cfg)
+    rubric = build_judge(cfg.model_copy(update={"mode": "rubric"}))
+    try:
+        for a, b in [(GROUP[0], GROUP[1]), (GROUP[1], GROUP[2]), (GROUP[2], GROUP[0])]:
+            ab, ba = judge.compare(ROW, a, b), judge.compare(ROW, b, a)
+            assert ab.p_a + ba.p_a == pytest.approx(1.0, abs=1e-12)
+            assert ab.p_a_first == ab.p_a_second == ab.p_a  # no position to be biased by
+        p = [s.criteria["polite"] for s in rubric.score_groups([ROW], [GROUP])[0]]
+        rewards = [s.reward for s in judge.score_groups([ROW], [GROUP])[0]]
+        assert sorted(range(3), key=rewards.__getitem__) == sorted(range(3), key=p.__getitem__)
+        logit = lambda q: math.log(q / (1 - q))  # noqa: E731
+        v = judge.compare(ROW, GROUP[0], GROUP[1])
+        assert v.p_a == pytest.approx(1 / (1 + math.exp(-(logit(p[0]) - logit(p[1])))), abs=1e-9)
+    finally:
+        judge.close()
+        rubric.close()
+    with pytest.raises(ValueError, match="preference mode takes only method: contrast"):
+        JudgeConfig(mode="preference", criteria=[{"name": "q", "question": "Q?"}])

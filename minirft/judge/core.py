@@ -8,6 +8,7 @@ rubric math, swaps, pairs, calibration, retries — lives here, once, for every 
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from typing import Sequence
@@ -192,12 +193,24 @@ class GroupJudge:
         return out
 
     def _contrast(self, rows, groups, crit) -> list[list[dict]]:
-        """Score the contrast criteria into ``crit`` (in place); returns their attributions per candidate."""
+        """Score the contrast criteria into ``crit`` as P(pass) (in place); returns their attributions."""
+        diffs, attributions = self._contrast_diffs(rows, groups)
+        by_name = {c.name: c for c in self.cfg.criteria}
+        for i, group in enumerate(groups):
+            for j in range(len(group)):
+                for name, s in diffs[i][j].items():
+                    crit[i][j][name] = contrast.p_pass(s, by_name[name].sharpness)
+        return attributions
+
+    def _contrast_diffs(self, rows, groups) -> tuple[list[list[dict]], list[list[dict]]]:
+        """Per candidate and contrast criterion: the per-token log-prob differences (empty for an empty
+        candidate) and their attribution."""
         L, cfg = self.layout, self.cfg
+        diffs: list[list[dict]] = [[{} for _ in g] for g in groups]
         attributions: list[list[dict]] = [[{} for _ in g] for g in groups]
         scored = [c for c in cfg.criteria if c.method == "contrast"]
         if not scored:
-            return attributions
+            return diffs, attributions
         score_tokens = getattr(self.evaluator, "score_tokens", None)
         if score_tokens is None:
             raise MinirftError(f"judge.backend: {cfg.backend} cannot score criteria with method: contrast "
@@ -220,14 +233,25 @@ class GroupJudge:
         results = score_tokens(queries) if queries else []
         for k, (i, j, c) in enumerate(where):
             pos, neg = results[2 * k], results[2 * k + 1]
-            diffs = contrast.token_differences(pos, neg, c.max_response_tokens)
-            crit[i][j][c.name] = contrast.p_pass(diffs, c.sharpness)
-            attributions[i][j][c.name] = contrast.attribution(pos.pieces, diffs)
+            d = contrast.token_differences(pos, neg, c.max_response_tokens)
+            diffs[i][j][c.name] = d
+            attributions[i][j][c.name] = contrast.attribution(pos.pieces, d)
         for i, group in enumerate(groups):
             for j in range(len(group)):
                 for c in scored:
-                    crit[i][j].setdefault(c.name, 0.5)
-        return attributions
+                    diffs[i][j].setdefault(c.name, np.zeros(0))  # an empty candidate: s = 0
+        return diffs, attributions
+
+    def _contrast_logit(self, d: dict) -> float:
+        """The weighted contrast score of one candidate, in logit units: sum_c w_c * sharpness_c * s_c / sum_c w_c."""
+        cs = [c for c in self.cfg.criteria if c.method == "contrast"]
+        total = sum(c.weight for c in cs) or 1.0
+        return sum(c.weight * c.sharpness * (float(d[c.name].mean()) if len(d[c.name]) else 0.0) for c in cs) / total
+
+    def _contrast_preference(self, logit_a: float, logit_b: float) -> float:
+        """P(A better) = sigmoid(score_A - score_B): each response scored alone, so no position bias and
+        P(A>B) + P(B>A) = 1 by construction."""
+        return self._pref(1.0 / (1.0 + math.exp(-(logit_a - logit_b))))
 
     # ------------------------------------------------------------------------------ preference
     def _pair_queries(self, header, row_seg, a: str, b: str) -> list[Query]:
@@ -239,6 +263,19 @@ class GroupJudge:
 
     def _preference(self, rows, groups, flags) -> list[list[Score]]:
         L, cfg = self.layout, self.cfg
+        if cfg.criteria:  # contrast criteria (the recipe allows no other kind in preference mode)
+            diffs, attributions = self._contrast_diffs(rows, groups)
+            out = []
+            for i, group in enumerate(groups):
+                logits = [self._contrast_logit(d) for d in diffs[i]]
+                pairs = [(a, b) for a in range(len(group)) for b in range(a + 1, len(group))]
+                rates = scoring.win_rates(len(group), pairs, [self._contrast_preference(logits[a], logits[b])
+                                                              for a, b in pairs])
+                out.append([Score(reward=0.5 if r is None else r, attributions=attributions[i][j],
+                                  rationale="; ".join(f"{n}: {contrast.describe(a)}" for n, a in
+                                                      attributions[i][j].items()) if flags[i][j] else None)
+                            for j, r in enumerate(rates)])
+            return out
         header = L.header()
         queries: list[Query] = []
         plan = []
@@ -274,6 +311,14 @@ class GroupJudge:
 
     def _compare(self, rows, pairs, rationale: bool) -> list[PairVerdict]:
         L = self.layout
+        if self.cfg.criteria:  # contrast: each response scored once, alone
+            diffs, attributions = self._contrast_diffs(list(rows), [[a, b] for a, b in pairs])
+            out = []
+            for d, attr in zip(diffs, attributions):
+                p = self._contrast_preference(self._contrast_logit(d[0]), self._contrast_logit(d[1]))
+                why = "; ".join(f"A {n}: {contrast.describe(a)}" for n, a in attr[0].items()) if rationale else None
+                out.append(PairVerdict(p_a=p, p_a_first=p, p_a_second=p, rationale=why))
+            return out
         header = L.header()
         queries: list[Query] = []
         for row, (a, b) in zip(rows, pairs):
