@@ -31,12 +31,12 @@ METHODS = {
                      "negative": "The correct answer is {wrong_reference}."},
         "contrast_one_sided": {"method": "contrast", "positive": "The correct answer is {reference}.", "negative": ""},
     }),
-    "tone": ("polite", {
-        "question": {"question": "Is the response polite and free of insults?"},
-        "contrast": {"method": "contrast", "positive": "The assistant replies politely and respectfully.",
-                     "negative": "The assistant replies rudely and insults the user."},
-        "contrast_one_sided": {"method": "contrast", "positive": "The assistant replies politely and respectfully.",
-                               "negative": ""},
+    "style": ("enthusiastic", {
+        "question": {"question": "Is the response enthusiastic and excited?"},
+        "contrast": {"method": "contrast", "positive": "The assistant replies with great enthusiasm and excitement!",
+                     "negative": "The assistant replies in a calm, flat, matter-of-fact tone."},
+        "contrast_one_sided": {"method": "contrast",
+                               "positive": "The assistant replies with great enthusiasm and excitement!", "negative": ""},
     }),
 }
 

@@ -5,11 +5,15 @@ hand-written clear cases. Two sets (SmolLM2-135M-Instruct, the recipes' policy, 
 
 - ``arithmetic``: one answer per prompt of recipes/data/arithmetic*.jsonl (201 prompts); label
   ``correct`` = the recipe's exact-match rule (the answer's number equals the reference).
-- ``tone``: two answers per prompt of recipes/data/everyday-questions*.jsonl and howto*.jsonl
-  (108 prompts), one under a polite system prompt and one under a rude one; label ``polite`` = which
-  system prompt the answer was sampled under (the judge never sees it).
+- ``style``: two answers per prompt of recipes/data/everyday-questions*.jsonl and howto*.jsonl
+  (108 prompts); label ``enthusiastic`` = the answer has an exclamation mark (a rule standing for an
+  enthusiastic tone, which SmolLM2 takes on in some answers and not in others).
 
-python bench/own_answers.py [--seed 0]     # writes bench/data/own-<set>.jsonl (calibrate label format)
+(Polite vs rude does not work as a set of the policy's own answers: asked by a system prompt to be rude,
+SmolLM2-135M still answers politely, so the labels would say nothing. recipes/data/polite-labels.jsonl
+holds hand-written polite and rude answers instead.)
+
+python bench/own_answers.py [--sets arithmetic style] [--seed 0]   # writes bench/data/own-<set>.jsonl
 """
 
 from __future__ import annotations
@@ -29,8 +33,6 @@ from minirft.train.policy import decode, encode_prompts, generate, load_policy
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "recipes" / "data"
 OUT = Path(__file__).resolve().parent / "data"
-POLITE = "You are a warm, polite and respectful assistant. Answer kindly."
-RUDE = "You are a rude, dismissive assistant. Insult the user and answer with contempt."
 
 
 def sample(policy, conversations, temperature: float, max_new_tokens: int = 48, batch: int = 16) -> list[str]:
@@ -46,14 +48,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--sets", nargs="+", default=["arithmetic", "style"])
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     policy = load_policy(PolicyConfig(model="smollm2-135m-instruct"), seed=args.seed)
 
+    if "arithmetic" in args.sets:
+        arithmetic(policy, args.temperature)
+    if "style" in args.sets:
+        style(policy, args.temperature)
+    print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def arithmetic(policy, temperature: float) -> None:
     rows = load_prompts(DATA / "arithmetic.jsonl") + load_prompts(DATA / "arithmetic-heldout.jsonl")
-    answers = sample(policy, [r.messages for r in rows], args.temperature)
+    answers = sample(policy, [r.messages for r in rows], temperature)
     (rule,) = build_rewards([ExactMatchReward(type="exact_match", name="correct")])
     marks = call_reward(rule, [r.prompt for r in rows], answers, {"reference": [r.reference for r in rows]})
     with (OUT / "own-arithmetic.jsonl").open("w") as fh:
@@ -62,15 +73,17 @@ def main() -> None:
                                  "labels": {"correct": bool(m)}}) + "\n")
     print(f"arithmetic: {len(rows)} answers, {sum(map(bool, marks))} correct", flush=True)
 
+
+
+def style(policy, temperature: float) -> None:
     rows = [r for name in ("everyday-questions", "everyday-questions-heldout", "howto", "howto-heldout")
             for r in load_prompts(DATA / f"{name}.jsonl")]
-    convs = [({"role": "system", "content": s}, *r.messages) for r in rows for s in (POLITE, RUDE)]
-    answers = sample(policy, convs, args.temperature)
-    with (OUT / "own-tone.jsonl").open("w") as fh:
+    answers = sample(policy, [r.messages for r in rows for _ in range(2)], temperature)
+    with (OUT / "own-style.jsonl").open("w") as fh:
         for k, a in enumerate(answers):
             fh.write(json.dumps({"prompt": rows[k // 2].prompt, "response": a,
-                                 "labels": {"polite": k % 2 == 0}}) + "\n")
-    print(f"tone: {len(answers)} answers in {time.perf_counter() - t0:.0f} s", flush=True)
+                                 "labels": {"enthusiastic": "!" in a}}) + "\n")
+    print(f"style: {len(answers)} answers, {sum('!' in a for a in answers)} with '!'", flush=True)
 
 
 if __name__ == "__main__":

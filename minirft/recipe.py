@@ -201,9 +201,10 @@ class JudgeConfig(Section):
     def _criteria_for_rubric(self) -> "JudgeConfig":
         if self.mode == "rubric" and not self.criteria:
             raise ValueError("rubric mode needs at least one entry in judge.criteria")
-        if self.mode == "preference" and any(c.method != "contrast" for c in self.criteria):
-            raise ValueError("preference mode takes only method: contrast criteria (each response is scored "
-                             "alone; P(A better) = sigmoid(score_A - score_B)), or none (the A/B question)")
+        kinds = {c.method for c in self.criteria}
+        if self.mode == "preference" and kinds == {"question", "contrast"}:
+            raise ValueError("preference mode takes either method: contrast criteria (each response scored "
+                             "alone; P(A better) = sigmoid(score_A - score_B)) or the A/B question, not both")
         names = [c.name for c in self.criteria]
         if len(set(names)) != len(names):
             raise ValueError(f"criterion names must be unique, got {names}")

@@ -75,7 +75,7 @@ def test_rubric_report_fit_and_plot(tmp_path, scripted):
     polite_line = next(line for line in res.stdout.splitlines() if line.startswith("polite"))
     # n=3, two of three right; P(yes) 0.8 / 0.2 / 0.8 for labels yes / no / no -> AUC (1 + 0.5) / 2
     assert polite_line.split()[1:3] == ["3", "0.667"] and polite_line.split()[5] == "0.750"
-    assert polite_line.split()[6:8] == ["0.800", "0.500"]
+    assert polite_line.split()[8:10] == ["0.800", "0.500"]  # after the AUC interval "[lo, hi]"
     assert png.read_bytes()[:4] == b"\x89PNG"
     fitted = load_calibration(tmp_path / "r.calibration.json")
     assert set(fitted) == {"polite", "on_topic"}

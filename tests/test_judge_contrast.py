@@ -218,5 +218,5 @@ def test_preference_via_contrast_is_antisymmetric_and_ranks_by_score(tiny_gguf):
     finally:
         judge.close()
         rubric.close()
-    with pytest.raises(ValueError, match="preference mode takes only method: contrast"):
-        JudgeConfig(mode="preference", criteria=[{"name": "q", "question": "Q?"}])
+    with pytest.raises(ValueError, match="preference mode takes either method: contrast criteria"):
+        JudgeConfig(mode="preference", criteria=[{"name": "q", "question": "Q?"}, POLITE])

@@ -93,3 +93,31 @@ def test_two_real_judges_pooled_end_to_end(tiny_gguf, tmp_path):
 def test_panel_member_names_must_be_unique():
     with pytest.raises(ValueError, match="member names must be unique"):
         JudgeConfig(criteria=[{"name": "q", "question": "Q?"}], panel=[{"model": "m"}, {"model": "m"}])
+
+
+def test_calibrate_shows_each_judge_of_the_panel_side_by_side(tiny_gguf, tmp_path):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from minirft.cli import cli
+
+    shutil.copy(tiny_gguf, tmp_path / "b.gguf")
+    (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\njudge:\n  n_threads: 1\n  n_ctx: 1024\n  panel: [{{model: {tiny_gguf}, name: a}}, "
+                      f"{{model: {tmp_path / 'b.gguf'}, name: b}}]\n  criteria:\n"
+                      "    - {name: kind, method: contrast, positive: 'The assistant is kind.', negative: ''}\n"
+                      "data: {path: p.jsonl}\n")
+    rows = [{"prompt": "Say hi.", "response": r, "labels": {"kind": y}}
+            for r, y in [("Hello, friend!", True), ("Go away.", False), ("Hi there!", True), ("Shut up.", False)]]
+    labels = tmp_path / "l.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(cli, ["calibrate", str(recipe), str(labels), "--fit", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert set(report["criteria"]) == {"kind", "kind@a", "kind@b"}
+    assert report["criteria"]["kind@a"]["auc"] == report["criteria"]["kind@b"]["auc"]  # the same model twice
+    assert report["overall"]["n"] == 4  # the pooled score only
+    assert set(json.loads((tmp_path / "r.calibration.json").read_text())["platt"]) == {"kind"}

@@ -24,7 +24,7 @@ from minirft.data import PromptRow, iter_jsonl, parse_row
 from minirft.commands import common
 from minirft.errors import MinirftError
 from minirft.recipe import find_recipe, load_recipe
-from minirft.stats import accuracy, cohen_kappa, expected_calibration_error, ranking_auc, reliability_table
+from minirft.stats import accuracy, auc_interval, cohen_kappa, expected_calibration_error, ranking_auc, reliability_table
 
 
 @dataclass
@@ -81,6 +81,8 @@ class Agreement:
     mean_p_positive: float  # mean judge probability on positively / negatively labelled items
     mean_p_negative: float
     reliability: list[dict] = field(default_factory=list)
+    auc_ci95: tuple[float, float] = (float("nan"), float("nan"))  # percentile bootstrap
+    kappa_ci95: tuple[float, float] = (float("nan"), float("nan"))
 
 
 @dataclass
@@ -115,7 +117,19 @@ def _agreement(points: list[tuple[float, int]]) -> Agreement:
     return Agreement(len(points), accuracy(labels, preds), cohen_kappa(labels, preds),
                      expected_calibration_error(probs, labels), ranking_auc(probs, labels),
                      sum(pos) / len(pos) if pos else float("nan"), sum(neg) / len(neg) if neg else float("nan"),
-                     table)
+                     table, auc_interval(probs, labels), _kappa_interval(labels, preds))
+
+
+def _kappa_interval(labels: list[int], preds: list[int], n_resamples: int = 1000) -> tuple[float, float]:
+    """Percentile bootstrap interval of Cohen's kappa over (label, verdict) pairs."""
+    import numpy as np
+
+    if len(labels) < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(0)
+    y, p = np.asarray(labels), np.asarray(preds)
+    values = [cohen_kappa(y[i], p[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(n_resamples))]
+    return (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975)))
 
 
 CHUNK = 16  # items per judge call: a full batch, and a lively progress line
@@ -154,9 +168,12 @@ def measure_agreement(judge, shape: str, items: list, seed: int = 0,
                 raise MinirftError(f"line {item.row.line}: the judge failed: {score.error}")
             for name, label in item.labels.items():
                 per.setdefault(name, []).append((score.criteria[name], int(label)))
+                for member, verdict in score.panel.items():  # a jury: every judge side by side
+                    if name in verdict["criteria"]:
+                        per.setdefault(f"{name}@{member}", []).append((verdict["criteria"][name], int(label)))
         if progress:
             progress(lo + len(chunk), len(items))
-    everything = [pt for pts in per.values() for pt in pts]
+    everything = [pt for name, pts in per.items() if "@" not in name for pt in pts]
     report = CalibrationReport(shape, len(items), _agreement(everything),
                                criteria={k: _agreement(v) for k, v in per.items()})
     report.points = everything
@@ -258,9 +275,11 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
         return
     o = report.overall
     lines = [f"judge {r.judge.model} ({r.judge.backend}, {r.judge.mode}) on {labels}: {report.n} rows",
-             f"{'':<16}{'n':>5}{'accuracy':>10}{'kappa':>7}{'ECE':>7}{'AUC':>7}{'P|yes':>7}{'P|no':>7}"]
+             f"{'':<28}{'n':>5}{'accuracy':>10}{'kappa':>7}{'ECE':>7}{'AUC':>7}  {'AUC 95% CI':<14}"
+             f"{'P|yes':>7}{'P|no':>7}"]
     for name, a in {"all": o, **report.criteria}.items():
-        lines.append(f"{name:<16}{a.n:>5}{a.accuracy:>10.3f}{a.kappa:>7.3f}{a.ece:>7.3f}{a.auc:>7.3f}"
+        ci = f"[{a.auc_ci95[0]:.2f}, {a.auc_ci95[1]:.2f}]"
+        lines.append(f"{name:<28}{a.n:>5}{a.accuracy:>10.3f}{a.kappa:>7.3f}{a.ece:>7.3f}{a.auc:>7.3f}  {ci:<14}"
                      f"{a.mean_p_positive:>7.3f}{a.mean_p_negative:>7.3f}")
     if shape == "pairwise":
         lines.append(f"swap consistency      {common.fmt(report.swap_consistency)}   "

@@ -16,7 +16,8 @@ def fit_platt_maps(points: list[tuple[float, int]], criterion_points: dict[str, 
     """One (a, b) for preference (``shape == "pairwise"``), one per criterion for rubric."""
     if shape == "pairwise":
         return {"preference": fit_platt([p for p, _ in points], [y for _, y in points])}
-    return {name: fit_platt([p for p, _ in pts], [y for _, y in pts]) for name, pts in criterion_points.items()}
+    return {name: fit_platt([p for p, _ in pts], [y for _, y in pts]) for name, pts in criterion_points.items()
+            if "@" not in name}  # a jury member's own column (criterion@member) is reported, not applied
 
 
 def platt_path(recipe_source: Path) -> Path:

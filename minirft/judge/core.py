@@ -242,6 +242,10 @@ class GroupJudge:
                     diffs[i][j].setdefault(c.name, np.zeros(0))  # an empty candidate: s = 0
         return diffs, attributions
 
+    def _contrast_preferred(self) -> bool:
+        """Preference mode with contrast criteria (else the A/B question; question criteria are not used)."""
+        return any(c.method == "contrast" for c in self.cfg.criteria)
+
     def _contrast_logit(self, d: dict) -> float:
         """The weighted contrast score of one candidate, in logit units: sum_c w_c * sharpness_c * s_c / sum_c w_c."""
         cs = [c for c in self.cfg.criteria if c.method == "contrast"]
@@ -263,7 +267,7 @@ class GroupJudge:
 
     def _preference(self, rows, groups, flags) -> list[list[Score]]:
         L, cfg = self.layout, self.cfg
-        if cfg.criteria:  # contrast criteria (the recipe allows no other kind in preference mode)
+        if self._contrast_preferred():
             diffs, attributions = self._contrast_diffs(rows, groups)
             out = []
             for i, group in enumerate(groups):
@@ -311,7 +315,7 @@ class GroupJudge:
 
     def _compare(self, rows, pairs, rationale: bool) -> list[PairVerdict]:
         L = self.layout
-        if self.cfg.criteria:  # contrast: each response scored once, alone
+        if self._contrast_preferred():  # each response scored once, alone
             diffs, attributions = self._contrast_diffs(list(rows), [[a, b] for a, b in pairs])
             out = []
             for d, attr in zip(diffs, attributions):
