@@ -4,7 +4,7 @@
 poll sees the old file or the new one, never half of one. The file watched is the recipe's
 ``judge.calibration`` when it names one, else ``RUN_DIR/calibration.json`` (where ``--from-run``
 writes for a recipe without one). Each step's metrics carry ``calibration``: the first 12 hex digits
-of the SHA-256 of the file in force for that step's scores (None: no calibration).
+of the SHA-256 of the file in force for that step's scores; no such key: no calibration was in force.
 """
 
 from __future__ import annotations

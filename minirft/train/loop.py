@@ -250,7 +250,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
                 log.event(step, "nan_skip", f"non-finite {upd['skipped']}: step skipped, adapter unchanged")
             metrics = step_metrics(recipe, batch, upd, lr=optimizer.param_groups[0]["lr"], update_s=update_s,
                                    step_s=time.perf_counter() - t_step)
-            if cal is not None:
+            if cal is not None and cal.digest is not None:
                 metrics["calibration"] = cal.digest  # the judge calibration this step's scores went through
             log.write("step", step, metrics=metrics)
             for sample in sample_rows(recipe, batch):
