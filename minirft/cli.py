@@ -20,6 +20,7 @@ from minirft.errors import MinirftError
 COMMANDS: dict[str, str] = {
     "train": "minirft.train.cli:train_command",
     "watch": "minirft.tui.cli:watch_command",
+    "label": "minirft.tui.label_file:label_command",
     "judge": "minirft.judge.cli:judge_command",
     "calibrate": "minirft.trust.cli:calibrate_command",
     "eval": "minirft.trust.cli:eval_command",

@@ -21,8 +21,10 @@ undone and replaced lines.
 
 Agreement: per criterion (and ``overall``, ``preference``, and ``all`` pooled), the judge's verdict is
 P > 0.5 (the judge's own reward > 0.5 for ``overall``; the higher reward of the pair for preference,
-ties left out); accuracy, Cohen's κ and a 95% interval κ ± 1.96·SE with the large-sample
-SE = sqrt(p_o (1 − p_o) / (n (1 − p_e)²)) (Cohen 1960), clipped to [−1, 1].
+ties left out); accuracy, Cohen's κ = (p_o − p_e) / (1 − p_e) and a 95% interval for it: the Wilson
+interval of the observed agreement p_o mapped through that formula with p_e held fixed. (Cohen's
+large-sample SE has the same form, SE(p_o) / (1 − p_e); Wilson instead of p_o ± 1.96·SE keeps the
+interval honest at the few labels a person gives and at p_o = 0 or 1, where the plain SE is 0.)
 """
 
 from __future__ import annotations
@@ -249,7 +251,7 @@ class KappaStats:
 
 
 def kappa_interval(human: Sequence[int], judge: Sequence[int], z: float = 1.959964) -> KappaStats:
-    """Accuracy, Cohen's κ and its large-sample 95% interval (see the module docstring)."""
+    """Accuracy, Cohen's κ and its 95% interval (see the module docstring)."""
     n = len(human)
     if n == 0:
         return KappaStats(0, float("nan"), float("nan"), None, None)
@@ -259,8 +261,17 @@ def kappa_interval(human: Sequence[int], judge: Sequence[int], z: float = 1.9599
     p_e = sum((sum(h == c for h in human) / n) * (sum(j == c for j in judge) / n) for c in classes)
     if n < 2 or p_e >= 1.0:
         return KappaStats(n, acc, k, None, None)
-    se = math.sqrt(acc * (1 - acc) / (n * (1 - p_e) ** 2))
-    return KappaStats(n, acc, k, max(-1.0, k - z * se), min(1.0, k + z * se))
+    lo_p, hi_p = wilson(acc, n, z)
+    to_kappa = lambda p: (p - p_e) / (1.0 - p_e)  # noqa: E731
+    return KappaStats(n, acc, k, max(-1.0, to_kappa(lo_p)), min(1.0, to_kappa(hi_p)))
+
+
+def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion p observed in n trials."""
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def decisions(rows: Sequence[dict]) -> list[tuple[str, int, int]]:

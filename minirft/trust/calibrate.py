@@ -38,10 +38,16 @@ class LabelledResponse:
 
 
 def load_labels(path: str | Path) -> tuple[Literal["pairwise", "rubric"], list]:
+    """Label rows of one shape. Files written by the labelling UI (minirft.labels) are read as they
+    stand: undone and replaced verdicts are skipped, and so are rows with only an overall verdict."""
+    from minirft.labels import standing_rows
+
     items: list = []
     shape = None
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in standing_rows(list(iter_jsonl(path))):
         where = f"{path}:{lineno}"
+        if obj.get("kind") == "rubric" and not obj.get("labels"):
+            continue  # an overall good/bad only: no criterion to calibrate
         this = "pairwise" if "chosen" in obj else "rubric" if "labels" in obj else None
         if this is None:
             raise MinirftError(f"{where}: a label row needs `chosen` and `rejected` (pairwise) "

@@ -130,7 +130,15 @@ class Labelling:
         self.notify(f"undid your label on {row['id']}", timeout=2)
         self._after_label()
 
+    def label_extra(self, sample: Sample) -> dict:
+        """Fields added to a label line (``minirft label``: the source row's prompt / messages / reference)."""
+        return {}
+
     def _write(self, row: dict, s: Sample) -> None:
+        extra = self.label_extra(s)
+        row = {**row, **extra}
+        if "messages" in extra and "prompt" not in extra:
+            row.pop("prompt", None)  # a chat row: `minirft calibrate` takes exactly one of the two
         try:
             self.labels.add(row)
         except OSError as exc:  # a full disk or a read-only run dir: say so, keep the UI alive
