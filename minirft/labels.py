@@ -369,6 +369,9 @@ def label_queue(samples: Sequence[Any], labelled: set[str] = frozenset(), top_st
        different sides of 0.5, widest gap first;
     3. reward outliers: |z| ≥ 2 against every sample given, largest first;
     4. the top-reward sample of each of the latest ``top_steps`` steps (latest first): gaming shows there first.
+
+    Then every other unlabelled sample, latest step first, least sure judge first, so ``u`` never
+    runs dry while something is left to label.
     """
     pool = [s for s in samples if s.judge_error is None]
     todo = [s for s in pool if sample_id(s.step, s.group, s.index) not in labelled]
@@ -426,4 +429,12 @@ def label_queue(samples: Sequence[Any], labelled: set[str] = frozenset(), top_st
                 if key not in seen:
                     seen.add(key)
                     out.append(lst[k])
+
+    def margin(s: Any) -> float:
+        ps = [p for p in s.criteria.values() if p is not None] or [v for v in [_judge_value(s)] if v is not None]
+        return min((abs(p - 0.5) for p in ps), default=1.0)
+
+    rest = [s for s in todo if (s.step, s.group, s.index) not in seen]
+    rest.sort(key=lambda s: (-s.step, margin(s)))
+    out += [QueueItem(s, f"not labelled yet (step {s.step})") for s in rest]
     return out

@@ -159,10 +159,12 @@ def test_the_queue_interleaves_unsure_disagreeing_outlying_and_top_samples():
     q = lbl.label_queue(pool, {lbl.sample_id(1, 15, 0)}, top_steps=2)
     got = [it.sample for it in q]
     # round 1: nearest to 0.5, widest judge-vs-rules gap, largest |z|, top of the latest step;
-    # round 2: the next of each list (top of step 2); the labelled and the judge-error samples never
+    # round 2: the next of each list (top of step 2); the labelled and the judge-error samples never;
     assert got[:4] == [unsure_a, clash_a, outlier, top3]
     assert got[4:7] == [unsure_b, clash_b, top2]
-    assert labelled not in got and broken not in got and len(got) == 7
+    # then everything else unlabelled: latest step first, the least sure judge first
+    assert got[7:] == [low3] + filler
+    assert labelled not in got and broken not in got and q[7].reason == "not labelled yet (step 3)"
     assert q[0].reason.startswith("judge unsure (c P=0.52")
     assert "vs rule checks" in q[1].reason and "outlier" in q[2].reason and "top reward of step 3" in q[3].reason
     assert lbl.label_queue(pool, {lbl.sample_id(s.step, s.group, s.index) for s in pool}) == []
