@@ -162,6 +162,15 @@ def judged(tmp_path_factory):
         "name: r\njudge:\n  model: " + str(model) + "\n  n_threads: 1\n  n_ctx: 1024\n  deterministic: true\n"
         "  criteria:\n    - {name: answers, question: \"Does it answer?\"}\n"
         "    - {name: polite, question: \"Is it polite?\"}\ndata:\n  path: data.jsonl\n")
+    (d / "pref.yaml").write_text(
+        "name: p\njudge:\n  model: " + str(model) + "\n  n_threads: 1\n  n_ctx: 1024\n  deterministic: true\n"
+        "  mode: preference\ndata:\n  path: data.jsonl\n")
+    pairs = [{"prompt": "What is 2+2?", "response_a": "4", "response_b": "five"},
+             {"prompt": "Say hi", "response_a": "Go away", "response_b": "Hello!"}]
+    (d / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    res = CliRunner().invoke(cli, ["judge", str(d / "pref.yaml"), "--input", str(d / "pairs.jsonl"),
+                                   "--output", str(d / "pairs-scored.jsonl")])
+    assert res.exit_code == 0, res.output
     rows = [{"prompt": "What is 2+2?", "response": "4"}, {"prompt": "What is 2+2?", "response": "five"},
             {"messages": [{"role": "user", "content": "Say hi"}], "response": "Hello!"},
             {"prompt": "Say hi", "response": "Go away"}]
@@ -234,3 +243,39 @@ def test_calibrate_from_run_fits_the_file_the_running_trainer_follows(judged, tm
     assert "the run's trainer uses it from its next step" in res.stderr
     res = CliRunner().invoke(cli, ["calibrate", "--from-run", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "not a run dir" in res.output
+
+
+@run_async
+async def test_minirft_label_shows_preference_rows_as_pairs_for_calibrate(judged, tmp_path):
+    import shutil
+
+    scored = tmp_path / "pairs-scored.jsonl"
+    shutil.copy(judged / "pairs-scored.jsonl", scored)
+    judge_rows = _rows(scored)
+    app = make_label_app(scored, poll_interval=0.02)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.query_one(SamplesTable).row_count == 4)
+        await pilot.press("c")
+        assert isinstance(app.screen, PairScreen)
+        assert (app.screen.a.completion, app.screen.b.completion) == ("4", "five")
+        assert app.screen.a.reward == pytest.approx(judge_rows[0]["p_a"])
+        await pilot.press("a", "escape", "down", "down", "c", "b", "escape")  # line 2: "Hello!" (B) is better
+    standing = lbl.standing_rows(_rows(labels_path_for(scored)))
+    assert [(r["chosen"], r["rejected"]) for r in standing] == [("4", "five"), ("Hello!", "Go away")]
+    res = CliRunner().invoke(cli, ["calibrate", str(judged / "pref.yaml"), str(labels_path_for(scored)), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["n"] == 2
+
+
+def test_minirft_label_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "response": "r", "reward": 0.5, "criteria": {}}\n{"prompt": "q"}\n')
+    res = CliRunner().invoke(cli, ["label", str(bad)])
+    assert res.exit_code == 1 and res.output.strip() == (f"Error: {bad}:2: not a `minirft judge` output row "
+                                                         "(needs `response`, or `response_a` and `response_b`)")
+    res = CliRunner().invoke(cli, ["label", str(tmp_path / "missing.jsonl")])
+    assert res.exit_code == 1 and "no such file" in res.output
+    bad.write_text('{"prompt": "q", "response": "r", "reward": 0.5, "criteria": {}}\n')
+    res = CliRunner().invoke(cli, ["label", str(bad)])  # CliRunner's stdout is no terminal
+    assert res.exit_code == 1 and "needs a terminal" in res.output
+    assert "minirft label scored.jsonl" in CliRunner().invoke(cli, ["label", "--help"]).output
