@@ -20,6 +20,7 @@ from minirft.errors import MinirftError
 COMMANDS: dict[str, str] = {
     "train": "minirft.commands.train:train_command",
     "watch": "minirft.commands.watch:watch_command",
+    "label": "minirft.commands.label:label_command",
     "judge": "minirft.commands.judge:judge_command",
     "calibrate": "minirft.commands.calibrate:calibrate_command",
     "eval": "minirft.commands.eval:eval_command",

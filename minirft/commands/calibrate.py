@@ -42,10 +42,16 @@ class LabelledResponse:
 
 
 def load_labels(path: str | Path) -> tuple[Literal["pairwise", "rubric"], list]:
+    """Label rows of one shape. Files written by the labelling UI (minirft.labels) are read as they
+    stand: undone and replaced verdicts are skipped, and so are rows with only an overall verdict."""
+    from minirft.labels import standing_rows
+
     items: list = []
     shape = None
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in standing_rows(list(iter_jsonl(path))):
         where = f"{path}:{lineno}"
+        if obj.get("kind") == "rubric" and not obj.get("labels"):
+            continue  # an overall good/bad only: no criterion to calibrate
         this = "pairwise" if "chosen" in obj else "rubric" if "labels" in obj else None
         if this is None:
             raise MinirftError(f"{where}: a label row needs `chosen` and `rejected` (pairwise) "
@@ -218,16 +224,19 @@ def plot_reliability(report: CalibrationReport, path: Path, title: str) -> None:
 
 
 @click.command("calibrate")
-@click.argument("recipe")
-@click.argument("labels", type=click.Path(dir_okay=False))
+@click.argument("recipe", required=False)
+@click.argument("labels", required=False, type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
+@click.option("--from-run", "from_run", type=click.Path(file_okay=False, path_type=Path), metavar="RUN_DIR",
+              help="Labels from RUN_DIR/labels.jsonl (the watch UI's), recipe from the run (unless RECIPE is "
+                   "given); --fit then writes the Platt map file the running trainer follows.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N label rows.")
 @click.option("--fit", "do_fit", is_flag=True,
               help="Fit Platt scaling (per criterion / for preference) and save it next to the recipe.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a reliability diagram (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--seed", default=0, show_default=True, help="Seed for which response is shown as A.")
-def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, seed) -> None:
+def calibrate_command(recipe, labels, overrides, from_run, limit, do_fit, plot, as_json, seed) -> None:
     """Measure the recipe's judge against human labels: accuracy, kappa, calibration (ECE), ranking (AUC).
 
     LABELS is JSONL: pairwise rows {prompt, chosen, rejected} (needs judge.mode=preference) or rubric
@@ -241,10 +250,40 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
       minirft calibrate recipes/preference.yaml ../shared/data/hh-harmless-pairs-500.jsonl --limit 100
       minirft calibrate recipes/preference.yaml pairs.jsonl judge.model=smollm2-135m-instruct --plot rel.png
       minirft calibrate recipes/polite.yaml recipes/data/polite-labels.jsonl --fit
+      minirft calibrate --from-run runs/polite-20261123-101500 --fit   # labels from the watch UI; the
+                                                                       # running trainer picks it up
+      minirft calibrate recipes/polite.yaml scored.labels.jsonl        # from `minirft label scored.jsonl`
+
+    With --fit the judge scores the labelled rows without its current Platt maps (the new maps
+    replace them, they are not stacked on them).
     """
     from minirft.judge.calibration import fit_platt_maps, platt_path, save_platt_maps
 
-    path = find_recipe(recipe)
+    target = None
+    if from_run is not None:
+        from minirft.train.calibration_watch import watched_path
+
+        args = [a for a in (recipe, labels) if a is not None] + list(overrides)
+        if args and "=" not in args[0] and not args[0].endswith(".jsonl"):
+            recipe, args = args[0], args[1:]
+        else:
+            recipe = None
+        if any("=" not in a for a in args):
+            raise click.UsageError("with --from-run give at most RECIPE, then key=value overrides "
+                                   "(the labels are RUN_DIR/labels.jsonl)")
+        overrides = args
+        resolved = from_run / "recipe.resolved.yaml"
+        if not resolved.is_file():
+            raise MinirftError(f"{from_run}: not a run dir (no recipe.resolved.yaml)")
+        labels = str(from_run / "labels.jsonl")
+        if not Path(labels).is_file():
+            raise MinirftError(f"{labels}: no labels yet (label samples in `minirft watch {from_run}`)")
+        path = find_recipe(recipe) if recipe else resolved
+        target = watched_path(load_recipe(resolved), from_run)
+    elif recipe is None or labels is None:
+        raise click.UsageError("give RECIPE and LABELS, or --from-run RUN_DIR")
+    else:
+        path = find_recipe(recipe)
     r = load_recipe(path, overrides)
     if r.judge is None:
         raise MinirftError(f"{path}: the recipe has no `judge` section to calibrate")
@@ -256,17 +295,25 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
     items = items[:limit] if limit else items
     if shape == "rubric":
         check_criteria(items, [c.name for c in r.judge.criteria], labels)
-    judge = common.make_judge(r.judge)
+    # a refit starts from the judge's raw probabilities, not from ones its current Platt maps mapped
+    judge = common.make_judge(r.judge.model_copy(update={"platt": None}) if do_fit else r.judge)
     try:
         report = measure_agreement(judge, shape, items, seed=seed, progress=common.progress("judging"))
     finally:
         judge.close()
     if do_fit:
         fitted = fit_platt_maps(report.points, report.criterion_points, report.shape)
-        target = platt_path(path)
+        configured = r.judge.platt
+        target = target or (Path(configured) if configured else platt_path(path))
         save_platt_maps(target, fitted, str(labels), report.n)
         report.fitted = {k: {"a": v.a, "b": v.b} for k, v in fitted.items()}
-        click.echo(f"saved {target} (add `platt: {target.name}` to the recipe's judge section to apply it)", err=True)
+        if from_run is not None:
+            click.echo(f"saved {target}: the run's trainer uses it from its next step", err=True)
+        elif configured:
+            click.echo(f"saved {target} (the recipe's judge.platt; runs of it pick it up between steps)", err=True)
+        else:
+            click.echo(f"saved {target} (add `platt: {target.name}` to the recipe's judge section to apply it)",
+                       err=True)
     if plot:
         plot_reliability(report, plot, f"{r.judge.model} on {Path(labels).name} (n={report.n})")
         click.echo(f"wrote {plot}", err=True)

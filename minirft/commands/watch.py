@@ -55,6 +55,8 @@ def watch_command(run_dir: Path | None, runs_dir: Path, plain: bool, as_json: bo
     \b
     Keys in the UI: ←/→ or p/n step, l latest, f follow on/off, enter sample detail,
     s sort by reward, / search, x filter, g charts, ? help, q quit.
+    Labels (to RUN_DIR/labels.jsonl): 1-9 criterion pass/fail, + / - overall good/bad, c pair view
+    (preference judges), z undo, u next sample worth labelling.
     """
     run = resolve_run_dir(run_dir, runs_dir)
     if plain or as_json or not sys.stdout.isatty():

@@ -40,6 +40,10 @@ class GroupJudge:
 
             self.platt = load_platt_maps(cfg.platt)
 
+    def use_calibration(self, platt: dict) -> None:
+        """Replace the Platt maps: the trainer calls this between steps when the calibration file changes."""
+        self.platt = dict(platt)
+
     # ------------------------------------------------------------------------------ helpers
     def _clip(self, text: str) -> str:
         limit = self.cfg.max_candidate_tokens * CHARS_PER_TOKEN

@@ -52,6 +52,7 @@ from minirft.recipe import Recipe, dump_recipe, recipe_to_dict
 from minirft.rewards import build_rewards
 from minirft.stats import mean_of
 from minirft_kernels import grpo_token_loss
+from minirft.train import calibration_watch
 from minirft.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
@@ -222,8 +223,14 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         if own_judge:
             judge = build_judge_for(recipe, policy)
         stream = rollouts(recipe, policy, sampler, reward_fns, judge)
+        # human labels steer the live run: a refitted judge.calibration is picked up between steps
+        cal = (calibration_watch.CalibrationWatch(calibration_watch.watched_path(recipe, run_dir),
+                                                  loaded_at_start=own_judge and bool(recipe.judge.platt))
+               if judge is not None and recipe.judge is not None else None)
         for step in range(start_step + 1, tr.steps + 1):
             t_step = time.perf_counter()
+            if cal is not None:
+                _follow_calibration(cal, judge, log, step, quiet)
             batch = next(stream)
             for err in batch.judge_errors:
                 log.event(step, "judge_error", err)
@@ -235,6 +242,8 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
                 log.event(step, "nan_skip", f"non-finite {upd['skipped']}: step skipped, adapter unchanged")
             metrics = step_metrics(recipe, batch, upd, lr=optimizer.param_groups[0]["lr"], update_s=update_s,
                                    step_s=time.perf_counter() - t_step)
+            if cal is not None and cal.digest is not None:
+                metrics["calibration"] = cal.digest  # the judge calibration this step's scores went through
             log.write("step", step, metrics=metrics)
             for sample in sample_rows(recipe, batch):
                 log.write("sample", step, **sample)
@@ -272,6 +281,30 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         if own_judge and judge is not None and hasattr(judge, "close"):
             judge.close()
     return run_dir
+
+
+def _follow_calibration(cal: "calibration_watch.CalibrationWatch", judge: Any, log: EventLog, step: int,
+                        quiet: bool) -> None:
+    """Before a step: if the judge's calibration file changed, hand the judge the new maps and log it."""
+    before = cal.digest
+    try:
+        change = cal.poll()
+    except calibration_watch.CalibrationUnreadable as exc:
+        log.event(step, "warning", str(exc), detector="calibration")
+        return
+    except OSError as exc:
+        log.event(step, "warning", f"could not read {cal.path}: {exc}", detector="calibration")
+        return
+    if change is None:
+        return
+    if not calibration_watch.apply(judge, change.platt):
+        cal.digest = before  # still in force: the metrics must not claim the new one
+        log.event(step, "warning", f"{cal.path} changed, but this judge cannot take a new calibration mid-run",
+                  detector="calibration")
+        return
+    log.event(step, "calibration", change.message, calibration=change.digest, path=str(cal.path))
+    if not quiet:
+        print(f"step {step}: {change.message}", file=sys.stderr, flush=True)
 
 
 def _main_thread() -> bool:

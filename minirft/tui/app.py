@@ -4,8 +4,9 @@ State flows one way: the tail worker buffers records → :class:`LogGrew` (coale
 them into its :class:`RunState` → widgets redraw from it. Reactive attributes hold what the user
 chose (step, follow, sort, filter, search); their ``watch_`` methods redraw the parts they affect.
 
-The app never writes to the run dir and never signals the trainer, with one exception the user
-asks for: when ``watch`` was given the training child process, quitting offers to stop it.
+The app never signals the trainer, with one exception the user asks for: when ``watch`` was given
+the training child process, quitting offers to stop it. The one file it writes is the person's own,
+``RUN_DIR/labels.jsonl`` (human verdicts on samples, see :mod:`minirft.labels`), never the trainer's log.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from minirft import labels as lbl
 from minirft.tui.fmt import one_line
+from minirft.tui.labelling import LABEL_BINDINGS, Labelling
 from minirft.tui.run_state import RunState, Sample
 from minirft.tui.screens.detail import SampleScreen
 from minirft.tui.screens.help import HelpScreen
 from minirft.tui.screens.quit import QuitScreen
 from minirft.tui.tailer import LogGrew, LogTail, tail_loop
+from minirft.tui.widgets.agreement import AgreementPanel
 from minirft.tui.widgets.events import EventsPane
 from minirft.tui.widgets.header import RunHeader
 from minirft.tui.widgets.plots import MetricPlot
@@ -58,7 +62,7 @@ class SearchBox(Input):
     BINDINGS = [Binding("escape", "app.clear_search", "Clear search")]
 
 
-class WatchApp(App[str | None]):
+class WatchApp(Labelling, App[str | None]):
     """Live view of one run dir. ``exit`` result: ``"stop"`` / ``"leave"`` (child only) or None."""
 
     CSS_PATH = "app.tcss"
@@ -80,6 +84,7 @@ class WatchApp(App[str | None]):
         Binding("x", "cycle_filter", "Filter"),
         Binding("g", "toggle_plots", "Charts"),
         Binding("question_mark", "help", "Help"),
+        *LABEL_BINDINGS,
     ]
 
     view_step: reactive[int | None] = reactive(None, init=False)
@@ -89,9 +94,13 @@ class WatchApp(App[str | None]):
     search_text: reactive[str] = reactive("", init=False)
 
     def __init__(self, run_dir: str | Path, child: subprocess.Popen | None = None, *,
-                 clock: Callable[[], float] = time.time, poll_interval: float = 0.25) -> None:
+                 clock: Callable[[], float] = time.time, poll_interval: float = 0.25,
+                 labels_path: str | Path | None = None, drift_window: int = lbl.DRIFT_WINDOW,
+                 drift_threshold: float = lbl.DRIFT_MIN_ACCURACY) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.labels = lbl.LabelBook(labels_path or self.run_dir / lbl.LABELS_FILE)
+        self.drift = lbl.DriftAlarm(drift_window, drift_threshold)
         self.child = child
         self.clock = clock
         self.poll_interval = poll_interval
@@ -117,11 +126,15 @@ class WatchApp(App[str | None]):
                 yield Static("", id="preview")
                 yield SearchBox(placeholder="search prompt / completion / rationale — enter: keep, esc: clear",
                                 id="search")
-            yield EventsPane(id="events")
+            with Vertical(id="side"):
+                yield EventsPane(id="events")
+                yield AgreementPanel("", id="agreement")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#events", EventsPane).border_title = "events"
+        self.query_one("#agreement", AgreementPanel).border_title = "you vs the judge"
+        self._update_agreement()
         self._update_header()
         self._draw_table()  # says what it is waiting for until the first records arrive
         self._update_box_title()
@@ -235,7 +248,7 @@ class WatchApp(App[str | None]):
     def _draw_table(self) -> None:
         table = self.query_one(SamplesTable)
         rows = self._current_rows()
-        table.show(rows, self.state.criteria_names(self.view_step))
+        table.show(rows, self.state.criteria_names(self.view_step), self._marks(rows))
         if not rows:
             self.query_one("#preview", Static).update("")
         empty = self.query_one("#samples-empty", Static)
@@ -399,7 +412,8 @@ class WatchApp(App[str | None]):
     def on_data_table_row_selected(self, event: SamplesTable.RowSelected) -> None:
         table = self.query_one(SamplesTable)
         if 0 <= event.cursor_row < len(table.shown):
-            self.push_screen(SampleScreen(table.shown[event.cursor_row]))
+            s = table.shown[event.cursor_row]
+            self.push_screen(SampleScreen(s, self.verdict_text(s)))
 
     async def action_quit(self) -> None:
         if self.child is not None and self.child.poll() is None:

@@ -36,11 +36,27 @@ def scores_table(s: Sample) -> Table:
 
 
 class SampleScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
+    # the app's label keys (minirft.tui.labelling), which a modal screen does not pass on
+    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close"),
+                *[Binding(str(k), f"app.label_criterion({k})", show=False) for k in range(1, 10)],
+                Binding("plus", "app.label_overall(True)", show=False),
+                Binding("minus", "app.label_overall(False)", show=False),
+                Binding("z", "app.undo_label", show=False), Binding("c", "app.pair_view", show=False)]
 
-    def __init__(self, sample: Sample) -> None:
+    def __init__(self, sample: Sample, verdict: Text | None = None) -> None:
         super().__init__()
         self.sample = sample
+        self.verdict = verdict
+
+    def on_mount(self) -> None:
+        self.show_verdict(self.verdict)
+
+    def show_verdict(self, verdict: Text | None) -> None:
+        """The person's label on this sample (hidden while there is none)."""
+        self.verdict = verdict
+        box = self.query_one("#detail-verdict", Static)
+        box.update(verdict or "")
+        box.display = bool(verdict)
 
     def compose(self) -> ComposeResult:
         s = self.sample
@@ -48,6 +64,7 @@ class SampleScreen(ModalScreen[None]):
             flags = " · zero-variance group (no learning signal)" if s.zero_variance else ""
             yield Static(Text(f"step {s.step} · group {s.group} · sample {s.index}{flags}", style="bold"),
                          classes="detail-title")
+            yield Static("", id="detail-verdict")
             yield Static("Prompt", classes="detail-label")
             yield Static(Text(s.prompt), id="detail-prompt")
             yield Static("Completion", classes="detail-label")

@@ -26,6 +26,11 @@ A read-only view of a run's `events.jsonl`. Quitting never stops training
 | `]` / `[` | next / previous step with a search match |
 | `x` | filter: all → zero-variance groups → judge errors → with signal |
 | `g` | hide/show the charts |
+| `1`…`9` | your verdict on criterion k of the selected sample: pass → fail → none |
+| `+` / `-` | your overall verdict: good / bad (again: clear) |
+| `c` | pair view (preference judges): `a` / `b` which is better, `tab` other B |
+| `z` | undo your last label |
+| `u` | next sample worth labelling (judge unsure, judge vs rules, outliers, top rewards) |
 | `?` | this help |
 | `q` | quit |
 
@@ -35,6 +40,12 @@ log went silent, or the trainer process exited), elapsed, ETA, tokens/s.
 
 **Table**: `g.i` is group (prompt) and sample; `≡` marks a group whose rewards
 are all equal (no learning signal); criteria columns are the judge's P(yes).
+
+**Labels**: your verdicts go to `RUN_DIR/labels.jsonl` as you press the keys (a
+crash loses none). Labelled rows get `✎` and a `you` column (✓ pass, ✗ fail, ·
+none, + / − overall); the *you vs the judge* panel shows accuracy and Cohen's κ
+with a 95% interval per criterion. Fit a correction for the running judge with
+`minirft calibrate --from-run RUN_DIR --fit`.
 """
 
 

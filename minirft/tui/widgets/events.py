@@ -8,7 +8,7 @@ from textual.widgets import RichLog
 KIND_STYLE = {
     "checkpoint": "cyan", "nan_skip": "bold yellow", "judge_error": "bold red", "warning": "yellow",
     "resume": "magenta", "run_finished": "bold cyan", "run_stopped": "bold yellow", "run_failed": "bold red",
-    "crash": "bold red",
+    "crash": "bold red", "drift": "bold yellow", "calibration": "bold cyan",
 }
 
 

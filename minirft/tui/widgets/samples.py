@@ -52,8 +52,11 @@ class SamplesTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.shown: list[Sample] = []
 
-    def show(self, rows: list[Sample], criteria: list[str]) -> None:
-        """Replace the table's content; keep the cursor on the same sample when it is still shown."""
+    def show(self, rows: list[Sample], criteria: list[str], marks: dict[tuple, Text] | None = None) -> None:
+        """Replace the table's content; keep the cursor on the same sample when it is still shown.
+
+        ``marks`` (once the run has human labels): (step, group, index) -> the person's verdict, shown
+        in a ``you`` column, with ``✎`` after the row's g.i."""
         keep = None
         if self.shown and 0 <= self.cursor_row < len(self.shown):
             cur = self.shown[self.cursor_row]
@@ -64,6 +67,8 @@ class SamplesTable(DataTable):
         self.add_column("adv", key="adv")
         for c in criteria:
             self.add_column(one_line(c, 10), key=f"c:{c}")
+        if marks is not None:
+            self.add_column("you", key="you")
         self.add_column("completion", key="completion", width=36)
         self.add_column("judge rationale", key="rationale", width=60)
         self.add_column("prompt", key="prompt", width=40)
@@ -71,6 +76,9 @@ class SamplesTable(DataTable):
             gi = Text(f"{s.group}.{s.index}")
             if s.zero_variance:
                 gi.append(" ≡", style="dim")
+            mark = marks.get((s.step, s.group, s.index)) if marks is not None else None
+            if mark is not None:
+                gi.append(" ✎", style="bold green")
             if s.judge_error:
                 rationale = Text("⚠ " + one_line(s.judge_error, 58), style="bold red")
             else:
@@ -80,6 +88,7 @@ class SamplesTable(DataTable):
                 Text(num(s.advantage, 2), justify="right",
                      style="green" if (s.advantage or 0) > 0 else "red" if (s.advantage or 0) < 0 else "dim"),
                 *[_score(s.criteria.get(c)) for c in criteria],
+                *([mark if mark is not None else Text("")] if marks is not None else []),
                 one_line(s.completion, 36), rationale, one_line(s.prompt, 40),
                 key=f"{s.group}.{s.index}",
             )
