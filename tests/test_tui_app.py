@@ -143,7 +143,7 @@ async def test_judge_error_filter_and_detail_panel():
         assert isinstance(app.screen, SampleScreen) and app.screen.sample is sample
         assert sample.completion[:60] in text and sample.rationale in text
         for name, p in sample.criteria.items():
-            assert f"P(yes) {name}" in text and f"{p:.3f}" in text
+            assert f"P(pass) {name}" in text and f"{p:.3f}" in text
         await pilot.press("q")
         assert not isinstance(app.screen, SampleScreen)
         await pilot.press("question_mark")
@@ -293,3 +293,28 @@ def test_stop_child_kills_a_trainer_that_ignores_sigterm():
                                  "time.sleep(60)"], stdout=subprocess.PIPE)
     stubborn.stdout.readline()  # its handler is installed
     assert stop_child(stubborn, timeout=0.3) is True and stubborn.returncode == -9
+
+
+@run_async
+async def test_detail_panel_highlights_the_words_a_contrast_criterion_scored_and_each_judge(tmp_path):
+    from minirft.tui.screens.detail import DOWN, UP, highlighted
+
+    run = copy_run(FINISHED, tmp_path)
+    recs = records(run)
+    first = next(i for i, r in enumerate(recs) if r["type"] == "sample" and r["step"] == 30)
+    completion = recs[first]["completion"]
+    words = completion.split()
+    recs[first]["attributions"] = {"polite": {"up": [[" " + words[1], 0.4]], "down": [[" " + words[-1], -0.2]]}}
+    recs[first]["panel"] = {"gemma3-270m": {"reward": 0.71, "criteria": {"polite": 0.7}},
+                            "smollm2-135m-instruct": {"reward": 0.42, "criteria": {"polite": 0.4}}}
+    (run / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    app = _app(run)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.view_step == 30)
+        await pilot.press("enter")
+        assert isinstance(app.screen, SampleScreen)
+        text = screen_text(app)
+        assert "Judges of the panel" in text and "smollm2-135m-instruct" in text and "0.420" in text
+    marked = highlighted(completion, recs[first]["attributions"])
+    spans = {(completion[s.start:s.end], str(s.style)) for s in marked.spans}
+    assert (words[1], UP) in spans and (words[-1], DOWN) in spans

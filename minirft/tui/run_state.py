@@ -42,6 +42,10 @@ class Sample:
     rationale: str | None
     judge_error: str | None
     zero_variance: bool = False  # every sample of its group got the same reward (no learning signal)
+    # contrast criteria: {criterion: {"up": [[token, diff], …], "down": […]}} (the words that earned the score)
+    attributions: dict[str, dict] = field(default_factory=dict)
+    # judge.panel: each judge's own verdict, {member: {"reward": r, "criteria": {…}}}
+    panel: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, rec: dict) -> "Sample":
@@ -57,6 +61,8 @@ class Sample:
             criteria={str(k): _num(v) for k, v in (rec.get("criteria") or {}).items()},
             rationale=rec.get("rationale") if isinstance(rec.get("rationale"), str) else None,
             judge_error=rec.get("judge_error") if isinstance(rec.get("judge_error"), str) else None,
+            attributions=rec.get("attributions") if isinstance(rec.get("attributions"), dict) else {},
+            panel=rec.get("panel") if isinstance(rec.get("panel"), dict) else {},
         )
 
     def matches(self, query: str) -> bool:

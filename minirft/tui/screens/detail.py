@@ -21,6 +21,36 @@ def bar(p: float | None, width: int = 20) -> str:
     return "█" * n + "░" * (width - n)
 
 
+UP, DOWN = "bold black on green", "bold white on red"
+
+
+def highlighted(completion: str, attributions: dict[str, dict]) -> Text:
+    """The completion with the tokens that raised a contrast criterion's score in green and the ones that
+    lowered it in red (each token's first occurrence; a person sees which words earned the reward)."""
+    text = Text(completion)
+    for attr in attributions.values():
+        for style, key in ((UP, "up"), (DOWN, "down")):
+            for item in attr.get(key) or []:
+                token = str(item[0]).strip() if item else ""
+                at = completion.find(token) if token else -1
+                if at >= 0:
+                    text.stylize(style, at, at + len(token))
+    return text
+
+
+def panel_table(s: Sample) -> Table:
+    t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    names = sorted({c for v in s.panel.values() for c in (v.get("criteria") or {})})
+    t.add_column("judge")
+    t.add_column("reward", justify="right")
+    for n in names:
+        t.add_column(n, justify="right")
+    for member, v in s.panel.items():
+        crit = v.get("criteria") or {}
+        t.add_row(member, num(v.get("reward")), *(num(crit.get(n)) for n in names))
+    return t
+
+
 def scores_table(s: Sample) -> Table:
     t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
     t.add_column("score")
@@ -31,7 +61,7 @@ def scores_table(s: Sample) -> Table:
     for k, v in s.rewards.items():
         t.add_row(f"rewards/{k}", num(v), bar(v))
     for k, v in s.criteria.items():
-        t.add_row(f"P(yes) {k}", num(v), bar(v))
+        t.add_row(f"P(pass) {k}", num(v), bar(v))
     return t
 
 
@@ -68,9 +98,12 @@ class SampleScreen(ModalScreen[None]):
             yield Static("Prompt", classes="detail-label")
             yield Static(Text(s.prompt), id="detail-prompt")
             yield Static("Completion", classes="detail-label")
-            yield Static(Text(s.completion), id="detail-completion")
+            yield Static(highlighted(s.completion, s.attributions), id="detail-completion")
             yield Static("Scores", classes="detail-label")
             yield Static(scores_table(s), id="detail-scores")
+            if s.panel:
+                yield Static("Judges of the panel", classes="detail-label")
+                yield Static(panel_table(s), id="detail-panel")
             yield Static("Judge rationale", classes="detail-label")
             if s.judge_error:
                 yield Static(Text("judge error: " + s.judge_error, style="bold red"), id="detail-rationale")
