@@ -23,6 +23,7 @@ from minirft.judge import scoring
 from minirft.recipe import JudgeConfig
 
 CHARS_PER_TOKEN = 4  # candidates are clipped to judge.max_candidate_tokens × this many characters
+BACKOFF_S = 0.25  # wait before retry k (k = 1, 2, …): BACKOFF_S · 2^(k-1) seconds
 
 
 class Evaluation:
@@ -52,6 +53,7 @@ class GroupJudge:
         self.evaluator = evaluator
         self.layout = layout
         self.last_seconds = 0.0  # wall time of the last score_groups call (the trainer logs it)
+        self.clipped = 0  # candidates cut to judge.max_candidate_tokens × CHARS_PER_TOKEN characters so far
         # Platt scaling fitted by `minirft calibrate --fit`: criterion name (or "preference") -> map
         self.platt = {}
         if cfg.calibration:
@@ -62,7 +64,22 @@ class GroupJudge:
     # ------------------------------------------------------------------------------ helpers
     def _clip(self, text: str) -> str:
         limit = self.cfg.max_candidate_tokens * CHARS_PER_TOKEN
-        return text if len(text) <= limit else text[:limit] + " […]"
+        if len(text) <= limit:
+            return text
+        self.clipped += 1
+        return text[:limit] + " […]"
+
+    @property
+    def clip_chars(self) -> int:
+        """Responses longer than this many characters are cut before judging."""
+        return self.cfg.max_candidate_tokens * CHARS_PER_TOKEN
+
+    def load(self) -> None:
+        """Load the model now instead of on the first call (the trainer does, before its run starts)."""
+        for name in ("engine", "model"):  # LlamaEvaluator.engine, TorchEvaluator.model: load on first access
+            if isinstance(getattr(type(self.evaluator), name, None), property):
+                getattr(self.evaluator, name)
+                return
 
     def _flags(self, groups, rationales) -> list[list[bool]]:
         policy = self.cfg.rationales
@@ -75,8 +92,12 @@ class GroupJudge:
         return [[bool(f) for f in flags] for flags in rationales]
 
     def _retrying(self, fn, *args):
+        """The one retry layer (the trainer does not retry again): ``judge.retries`` more attempts with
+        a short exponential backoff. A MinirftError (a configuration error) is never retried."""
         last: Exception | None = None
-        for _ in range(self.cfg.retries + 1):
+        for attempt in range(self.cfg.retries + 1):
+            if attempt:
+                time.sleep(BACKOFF_S * 2 ** (attempt - 1))
             try:
                 return fn(*args)
             except MinirftError:

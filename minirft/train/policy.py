@@ -278,9 +278,11 @@ def _load_unsloth(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torc
 
 
 # ------------------------------------------------------------------------------------ prompts
-def encode_prompts(policy: Policy, conversations: list[tuple[dict, ...]], max_tokens: int) -> list[list[int]]:
+def encode_prompts(policy: Policy, conversations: list[tuple[dict, ...]], max_tokens: int,
+                   cut: list[int] | None = None) -> list[list[int]]:
     """Chat template (with the assistant cue) when the tokenizer has one, else the plain text; keeps the
-    last ``max_tokens`` tokens of a long prompt."""
+    last ``max_tokens`` tokens of a long prompt (``policy.max_prompt_tokens``), and appends to ``cut``
+    the full length of each prompt that was cut."""
     tok = policy.tokenizer
     out = []
     for messages in conversations:
@@ -291,7 +293,10 @@ def encode_prompts(policy: Policy, conversations: list[tuple[dict, ...]], max_to
         else:
             text = "\n".join(m["content"] for m in messages)
             ids = tok(text, add_special_tokens=True)["input_ids"]
-        out.append(list(ids)[-max_tokens:])
+        ids = list(ids)
+        if cut is not None and len(ids) > max_tokens:
+            cut.append(len(ids))
+        out.append(ids[-max_tokens:])
     return out
 
 

@@ -71,6 +71,7 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
     if shape == "rubric" and r.judge.mode != "rubric":
         raise MinirftError(f"{labels}: rubric labels need a rubric judge (judge.mode=rubric)")
     items = items[:limit] if limit else items
+    _check_label_criteria(labels, shape, items, r)
     judge = make_judge(r.judge)
     try:
         report = calibrate(judge, shape, items, seed=seed, progress=_progress("judging"))
@@ -100,6 +101,21 @@ def calibrate_command(recipe, labels, overrides, limit, do_fit, plot, as_json, s
                      f"(swap-averaged {o.accuracy:.3f})")
     click.echo("\n".join(lines))
     sys.stdout.flush()
+
+
+def _check_label_criteria(labels, shape: str, items: list, recipe) -> None:
+    """Before any judging: every rubric label names one of the recipe's criteria; the judge model resolves."""
+    from minirft.preflight import check_model, needs_judge_model
+
+    if shape == "rubric":
+        known = [c.name for c in recipe.judge.criteria]
+        for item in items:
+            for name in item.labels:
+                if name not in known:
+                    raise MinirftError(f"{labels}:{item.row.line}: labels.{name}: unknown criterion "
+                                       f"(the recipe's criteria: {', '.join(known)})")
+    if needs_judge_model(recipe):
+        check_model(recipe, "judge")
 
 
 def _parse_check(text: str) -> dict:
