@@ -37,6 +37,16 @@ def _mode_for(path: Path, default: int) -> int:
         return default & ~_umask()
 
 
+def plain_mode(path: str | os.PathLike) -> None:
+    """Give every file under ``path`` the mode a plain write would (some writers, e.g. safetensors' own
+    atomic save, leave their files at 0600)."""
+    path = Path(path)
+    mode = 0o666 & ~_umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, mode)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[TextIO]:
     """Open a temp file next to ``path``; on clean exit it replaces ``path``, on error it is removed."""

@@ -48,12 +48,14 @@ def _readable(model: ResolvedModel) -> str | None:
 
 
 def check_model(recipe: Recipe, section: str) -> ResolvedModel:
-    """Resolve ``<section>.model`` (policy or judge) as its loader will, and check it is readable."""
+    """Resolve ``<section>.model`` (policy or judge) and check it is readable. A relative path is taken
+    relative to the recipe's folder when it exists there (else the working directory); the result's
+    ``name`` is what to hand the loader."""
     cfg = getattr(recipe, section)
     name = cfg.model
-    if section == "policy" and recipe.source is not None and name not in EMBEDDED:
-        local = recipe.source.parent / name  # the policy loader also looks next to the recipe
-        if not Path(name).is_absolute() and local.exists():
+    if recipe.source is not None and name not in EMBEDDED and not Path(name).expanduser().is_absolute():
+        local = recipe.source.parent / name  # a relative model path is relative to the recipe, like data paths
+        if local.exists():
             name = str(local)
     where = f"{recipe.where(section, 'model')}: {section}.model"
     try:

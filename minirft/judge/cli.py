@@ -141,7 +141,7 @@ def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, out
     cfg = r.judge.model_copy(update={"rationales": "all" if rationales else "none"})
     items = read_rows(input_path, cfg.mode)  # every row checked before the model loads
     if needs_judge_model(r):
-        check_model(r, "judge")
+        cfg.model = check_model(r, "judge").name  # a relative path is relative to the recipe
     judge = build_judge(cfg)
     start = time.perf_counter()
     try:

@@ -53,7 +53,7 @@ class GroupJudge:
         self.evaluator = evaluator
         self.layout = layout
         self.last_seconds = 0.0  # wall time of the last score_groups call (the trainer logs it)
-        self.clipped = 0  # candidates cut to judge.max_candidate_tokens × CHARS_PER_TOKEN characters so far
+        self._clipped: set[int] = set()  # hashes of the distinct responses cut so far (retries count once)
         # Platt scaling fitted by `minirft calibrate --fit`: criterion name (or "preference") -> map
         self.platt = {}
         if cfg.calibration:
@@ -66,8 +66,13 @@ class GroupJudge:
         limit = self.cfg.max_candidate_tokens * CHARS_PER_TOKEN
         if len(text) <= limit:
             return text
-        self.clipped += 1
+        self._clipped.add(hash(text))
         return text[:limit] + " […]"
+
+    @property
+    def clipped(self) -> int:
+        """How many distinct responses were cut to ``clip_chars`` characters so far."""
+        return len(self._clipped)
 
     @property
     def clip_chars(self) -> int:

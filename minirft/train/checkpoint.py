@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
 import re
 import shutil
@@ -159,11 +160,14 @@ def read_checkpoint(path: Path) -> CheckpointData:
         optimizer = torch.load(path / "optimizer.pt", weights_only=True)
         scheduler = torch.load(path / "scheduler.pt", weights_only=True)
         rng = torch.load(path / "rng.pt", weights_only=True)
+    except pickle.UnpicklingError:
+        raise MinirftError(f"{path}: damaged checkpoint: UnpicklingError: it holds pickled objects other than "
+                           "tensors and plain values (written by an older minirft, or edited); not loaded, "
+                           "since unpickling them could run code") from None
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, SafetensorError) as exc:
         raise MinirftError(f"{path}: damaged checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(rng.get("numpy"), dict):
-        raise MinirftError(f"{path}: checkpoint written by an older minirft (pickled numpy RNG state); "
-                           "it is not loaded, since unpickling can run code")
+    if not isinstance(rng, dict) or not isinstance(rng.get("numpy"), dict):
+        raise MinirftError(f"{path}: damaged checkpoint: rng.pt does not hold the RNG states")
     return CheckpointData(path, state, adapter, optimizer, scheduler, rng)
 
 

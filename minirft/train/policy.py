@@ -99,7 +99,10 @@ class Policy:
 
     def save_adapter(self, path: Path) -> None:
         """PEFT format: adapter_config.json + adapter_model.safetensors (``PeftModel.from_pretrained``)."""
+        from minirft.atomic import plain_mode
+
         self.model.save_pretrained(str(path), safe_serialization=True)
+        plain_mode(path)  # safetensors writes its file at 0600; a run dir's files read like plain files
 
 
 def _contiguous_head_input(model: Any) -> None:

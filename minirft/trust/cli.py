@@ -115,7 +115,7 @@ def _check_label_criteria(labels, shape: str, items: list, recipe) -> None:
                     raise MinirftError(f"{labels}:{item.row.line}: labels.{name}: unknown criterion "
                                        f"(the recipe's criteria: {', '.join(known)})")
     if needs_judge_model(recipe):
-        check_model(recipe, "judge")
+        recipe.judge.model = check_model(recipe, "judge").name  # a relative path is relative to the recipe
 
 
 def _parse_check(text: str) -> dict:
