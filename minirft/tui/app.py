@@ -8,9 +8,9 @@ The app never writes to the run dir and never signals the trainer, with one exce
 asks for: when ``watch`` was given the training child process, quitting offers to stop it.
 
 Timers, the tail worker's messages and worker-state changes can arrive while a modal screen (detail,
-help, quit) is on top or while the app is closing. They therefore query the run view's own screen
-(``_q``: ``App.query_one`` would search the modal on top) and do nothing once the app is no longer
-running (``_live``).
+help, quit) is on top or while the app is closing and its widgets are being removed (the 1 s tick then
+found no header: NoMatches, a test failing by chance). They therefore query the run view's own screen
+(``_q``, not whatever screen ``App.query_one`` picks) and do nothing once the app is exiting (``_live``).
 """
 
 from __future__ import annotations
