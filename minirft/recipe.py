@@ -209,7 +209,9 @@ class LengthReward(Section):
 
 
 class PythonReward(Section):
-    """A plain callable `fn(prompts, completions, **columns) -> list[float | None]` by dotted path."""
+    """A plain callable `fn(prompts, completions, **columns) -> list[float | None]` by dotted path.
+
+    Its module is imported and run: a recipe is code you trust (README, *Trust and limits*)."""
 
     type: Literal["python"]
     name: str | None = None

@@ -322,6 +322,14 @@ def c_watch_missing(w, d):
     return ["watch", d / "nope", "--plain"], 1, [r"nope: no such run dir"]
 
 
+def c_eval_judge_model_typo(w, d):
+    run = d / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"")  # never read: the check comes first
+    (run / "recipe.resolved.yaml").write_text(dump_recipe(loop.absolutise(load_recipe(recipe_with(w, d)))))
+    return ["eval", run, "judge.model=typo.gguf"], 1, [r"override 'judge.model=typo.gguf': judge.model: model 'typo.gguf'"]
+
+
 def c_eval_not_a_run_dir(w, d):
     return ["eval", d], 1, [r"not a run dir \(no recipe.resolved.yaml\)"]
 
@@ -340,7 +348,8 @@ def test_bad_input_is_one_line_naming_where(world, tmp_path, monkeypatch, case):
     res = invoke(*args)
     out = res.output
     assert res.exit_code == code, out
-    assert "Traceback" not in out and res.exception is None or isinstance(res.exception, SystemExit), out
+    assert "Traceback" not in out, out
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     errors = [ln for ln in lines(out) if ln.startswith("Error:")]
     assert len(errors) == 1, out
     assert [ln for ln in lines(out) if not ln.startswith(("Error:", "ok  ", "Usage:", "Try "))] == [], out
