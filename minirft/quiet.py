@@ -10,7 +10,9 @@ through the environment. What it hides, and why each is noise rather than news:
 - peft's "Could not find a config file in … will assume that the vocabulary was not modified"
   (a GGUF base has no config.json; minirft never resizes the vocabulary);
 - tqdm progress bars, such as transformers' "Converting and de-quantizing GGUF tensors" per load,
-  and transformers' and Hugging Face Hub's info/warning logs.
+  and transformers' and Hugging Face Hub's info/warning logs;
+- torch's "lr_scheduler.step() before optimizer.step()" after a deliberately skipped step, and
+  transformers' ``past_key_values`` FutureWarning (the torch judge backend).
 
 ``-v`` (or ``MINIRFT_VERBOSE=1``) leaves all of them as their packages print them.
 """
@@ -27,6 +29,11 @@ VERBOSE_ENV = "MINIRFT_VERBOSE"
 WARNINGS = (
     (FutureWarning, r".*is_gradient_checkpointing"),
     (UserWarning, r"Could not find a config file in"),
+    # A step skipped on purpose (non-finite loss, or no sample with a reward) still advances the LR
+    # schedule, so the schedule keeps its place; torch warns about that order once per process.
+    (UserWarning, r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"),
+    # transformers 5.2x: the torch judge backend's prefix-cache argument is to be renamed.
+    (FutureWarning, r".*`past_key_values` is deprecated"),
 )
 LOGGERS = ("bitsandbytes", "transformers", "peft", "accelerate", "huggingface_hub")
 # Environment switches the packages read (also in child processes); a value the user set wins.

@@ -70,10 +70,9 @@ def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool
     from minirft.train.loop import _Stop, default_threads, train
 
     default_threads()
-    confirm = None
-    if sys.stdin.isatty() and sys.stderr.isatty():
-        def confirm(question: str) -> bool:
-            return click.confirm(question, default=False, err=True)
+    # On a terminal, a resume with no usable checkpoint asks before starting over (else it is an error).
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    confirm = (lambda question: click.confirm(question, default=False, err=True)) if interactive else None
     try:
         train(recipe, target, resume=resume is not None, argv=argv, from_scratch=from_scratch, confirm=confirm)
     except (KeyboardInterrupt, _Stop):  # Ctrl-C, or SIGTERM (the TUI's "stop training")
