@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary sibling, fsync, then rename over the target.
 
 A reader (or a resumed run) therefore sees either the old file or the new one, never half of one.
+The result has the mode a plain write would give it: an overwritten file keeps its old mode, a new
+one gets the umask's (usually 0644 for files, 0755 for folders) — not mkstemp's private 0600.
 """
 
 from __future__ import annotations
@@ -14,6 +16,37 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask is a set-and-return)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path, default: int) -> int:
+    """The old file's permission bits when it exists, else ``default`` minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return default & ~_umask()
+
+
+def plain_mode(path: str | os.PathLike) -> None:
+    """Give every file under ``path`` the mode a plain write would (some writers, e.g. safetensors' own
+    atomic save, leave their files at 0600)."""
+    path = Path(path)
+    mode = 0o666 & ~_umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, mode)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[TextIO]:
     """Open a temp file next to ``path``; on clean exit it replaces ``path``, on error it is removed."""
@@ -21,6 +54,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _mode_for(path, 0o666))
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
             yield fh
             fh.flush()
@@ -49,6 +83,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, _mode_for(path, 0o777))
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")

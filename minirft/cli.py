@@ -54,6 +54,10 @@ class MinirftGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx: click.Context):
+        from minirft.quiet import quiet_third_party
+
+        # Before the subcommand's module is imported (click resolves it before this group's callback).
+        quiet_third_party(bool(ctx.params.get("verbose")))
         try:
             return super().invoke(ctx)
         except MinirftError as exc:
@@ -70,7 +74,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 @click.group(cls=MinirftGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="minirft")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show third-party warnings, logs and progress bars (hidden by default).")
+def cli(verbose: bool) -> None:
     """Reinforcement fine-tuning with a local LLM judge (GRPO + LoRA, one machine, offline).
 
     \b
@@ -81,6 +87,7 @@ def cli() -> None:
       minirft train recipes/polite.yaml training.steps=4
       minirft judge recipes/polite.yaml --input responses.jsonl --output scored.jsonl
       minirft watch                               # live view of the latest run
+      minirft -v train recipes/polite.yaml        # with third-party warnings and progress bars
     """
 
 

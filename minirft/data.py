@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from minirft.errors import MinirftError
+from minirft.errors import MinirftError, not_utf8
 
 ROLES = {"system", "user", "assistant"}
 
@@ -37,10 +37,16 @@ class PromptRow:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; a bad line is a MinirftError."""
     path = Path(path)
+    if path.is_dir():
+        raise MinirftError(f"{path}: is a folder, not a JSONL data file")
     if not path.is_file():
         raise MinirftError(f"{path}: no such data file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, data in enumerate(fh, start=1):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise not_utf8(path, data, exc, first_line=lineno) from None
             if not raw.strip():
                 continue
             try:

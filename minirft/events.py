@@ -11,7 +11,10 @@ Every record has ``type``, ``time`` (unix seconds) and ``step``. Types:
 - ``run_end``: ``status`` (finished, stopped, failed) and a final ``message``
 
 The trainer is the only writer; the TUI, ``minirft watch`` and ``minirft report`` only read, so they
-work on a live run and a finished one alike. Readers ignore a partial last line until it completes.
+work on a live run and a finished one alike. Readers ignore a partial last line until it completes,
+and count (``EventReader.skipped``) any other line they cannot read, so a viewer can say so. A writer
+that finds a partial last line (a run killed mid-write) cuts it off before appending, so the next
+record starts on a line of its own; ``EventLog.repaired`` says what was cut.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class EventLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.repaired = _cut_partial_line(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, type: str, step: int, **fields: Any) -> dict:
@@ -57,6 +61,37 @@ class EventLog:
         self.close()
 
 
+def _cut_partial_line(path: Path) -> str | None:
+    """Truncate an unterminated last line (a record a kill cut in half); a message saying so, or None."""
+    try:
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return None
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return None
+            # Find the start of the last line: scan back in blocks for the previous newline.
+            pos, start = size, 0
+            while pos > 0:
+                block = min(65536, pos)
+                pos -= block
+                fh.seek(pos)
+                i = fh.read(block).rfind(b"\n")
+                if i >= 0:
+                    start = pos + i + 1
+                    break
+            fh.seek(0)
+            lineno = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) + 1
+            fh.truncate(start)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except FileNotFoundError:
+        return None
+    return (f"{path}:{lineno}: cut off an incomplete last record ({size - start} bytes, left by a run "
+            "killed while writing it) before appending")
+
+
 def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):  # numpy / torch scalars
         return obj.item()
@@ -72,6 +107,8 @@ class EventReader:
         self.path = Path(path)
         self._offset = 0
         self._partial = b""
+        self._lineno = 0
+        self.skipped: list[int] = []  # line numbers of lines that were not a JSON object
 
     def read_new(self) -> list[dict]:
         try:
@@ -85,12 +122,17 @@ class EventReader:
         *lines, self._partial = data.split(b"\n")
         out = []
         for line in lines:
+            self._lineno += 1
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a corrupt line (e.g. a crash mid-write in an old run) is skipped, not fatal
+                record = json.loads(line)
+            except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+                record = None
+            if isinstance(record, dict):
+                out.append(record)
+            else:  # a corrupt line (e.g. a crash mid-write in an old run) is counted and skipped, not fatal
+                self.skipped.append(self._lineno)
         return out
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import re
 
-from minirft.errors import MinirftError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from minirft.errors import MinirftError, read_utf8
 
 
 class Section(BaseModel):
@@ -217,6 +219,14 @@ class JudgeConfig(Section):
 
 
 # -------------------------------------------------------------------------------------- rewards
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern, re.DOTALL)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression {pattern!r} ({exc})") from None
+    return pattern
+
+
 class ExactMatchReward(Section):
     """1.0 when the completion's final answer equals the row's `reference` (normalised), else 0."""
 
@@ -226,6 +236,11 @@ class ExactMatchReward(Section):
     # Extract the answer with this regex (first group) before comparing; default: last number.
     extract: str | None = r"(-?\d+(?:\.\d+)?)(?!.*\d)"
 
+    @field_validator("extract")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        return v if v is None else _check_regex(v)
+
 
 class RegexReward(Section):
     type: Literal["regex"]
@@ -234,6 +249,11 @@ class RegexReward(Section):
     pattern: str
     # 1.0 when the pattern is found (or NOT found when negate=true).
     negate: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        return _check_regex(v)
 
 
 class LengthReward(Section):
@@ -248,7 +268,9 @@ class LengthReward(Section):
 
 
 class PythonReward(Section):
-    """A plain callable `fn(prompts, completions, **columns) -> list[float | None]` by dotted path."""
+    """A plain callable `fn(prompts, completions, **columns) -> list[float | None]` by dotted path.
+
+    Its module is imported and run: a recipe is code you trust (README, *Trust and limits*)."""
 
     type: Literal["python"]
     name: str | None = None
@@ -330,6 +352,21 @@ class Recipe(Section):
 
     # Where the recipe file lives; relative paths resolve against it. Not part of the YAML.
     source: Path | None = Field(default=None, exclude=True)
+    # Where each key came from, for errors found after validation (a model that does not exist…):
+    # key path -> line in the recipe file, and key path -> the command-line override that set it.
+    _lines: dict = PrivateAttr(default_factory=dict)
+    _overrides: dict = PrivateAttr(default_factory=dict)
+
+    def where(self, *key: str | int) -> str:
+        """``file:line`` of a key, or ``override 'k=v'`` when a command-line override set it."""
+        for n in range(len(key), 0, -1):
+            if key[:n] in self._overrides:
+                return f"override '{self._overrides[key[:n]]}'"
+        place = str(self.source) if self.source else "<recipe>"
+        for n in range(len(key), 0, -1):
+            if key[:n] in self._lines:
+                return f"{place}:{self._lines[key[:n]]}"
+        return place
 
     @model_validator(mode="after")
     def _has_reward(self) -> "Recipe":
@@ -425,17 +462,18 @@ def _describe(error: dict) -> str:
 
 
 def validate_recipe(
-    data: Any, *, source: Path | None = None, text: str = "", overridden: set[tuple] = frozenset()
+    data: Any, *, source: Path | None = None, text: str = "", overridden: dict[tuple, str] | None = None
 ) -> Recipe:
     """Validate a dict as a Recipe; errors name file, line and key path."""
     where = str(source) if source else "<recipe>"
+    overridden = overridden or {}
     if not isinstance(data, dict):
         raise MinirftError(f"{where}: a recipe must be a YAML mapping of sections, got {type(data).__name__}")
-    _rename_deprecated(data, _key_lines(text) if text else {}, where)
+    lines = _key_lines(text) if text else {}
+    _rename_deprecated(data, lines, where)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        lines = _key_lines(text) if text else {}
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
@@ -445,16 +483,20 @@ def validate_recipe(
                 if loc[:n] in lines:
                     line = lines[loc[:n]]
                     break
-            origin = "override" if any(loc[: len(o)] == o for o in overridden) else None
-            place = f"{where}:{line}" if line and not origin else where
-            tag = " (from a command-line override)" if origin else ""
-            problems.append(f"{place}: {dotted}: {_describe(err)}{tag}")
+            # An error at or below an overridden key, or on a section an override created, is the override's.
+            origin = next((t for o, t in overridden.items()
+                           if loc and (loc[: len(o)] == o or (o[: len(loc)] == loc and loc not in lines))), None)
+            place = f"override '{origin}'" if origin else f"{where}:{line}" if line else where
+            problems.append(f"{place}: {dotted}: {_describe(err)}")
         raise MinirftError(problems[0] if len(problems) == 1 else "; ".join(problems)) from None
     recipe.source = source.resolve() if source else None
+    recipe._lines = lines
+    recipe._overrides = dict(overridden)
     if recipe.judge is not None and recipe.judge.platt:
         cal = recipe.resolve_path(recipe.judge.platt)
         if not cal.is_file():
-            raise MinirftError(f"{where}: judge.platt: no such file {cal} (write it with minirft calibrate --fit)")
+            raise MinirftError(f"{recipe.where('judge', 'platt')}: judge.platt: no such file {cal} "
+                               "(write it with minirft calibrate --fit)")
         recipe.judge.platt = str(cal)
     return recipe
 
@@ -475,6 +517,8 @@ def _rename_deprecated(data: dict, lines: dict, where: str) -> None:
                 sys.stderr.write(f"Warning: {place}: {section}.{old} is deprecated; use {section}.{new}\n")
                 value = node.pop(old)
                 node.setdefault(new, value)
+                for key in [k for k in lines if k[:2] == (section, old)]:  # errors name the line it is on
+                    lines[(section, new) + key[2:]] = lines[key]
 
 
 _UNION_TAGS = {"exact_match", "regex", "length", "python"}
@@ -483,26 +527,45 @@ _UNION_TAGS = {"exact_match", "regex", "length", "python"}
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, override and validate a recipe file."""
     path = Path(path)
+    if path.is_dir():
+        raise MinirftError(f"{path}: is a folder, not a recipe file (give a .yaml file, e.g. {path}/NAME.yaml)")
     if not path.is_file():
+        first = str(path).split(".")[0]
+        if "/" not in str(path) and "." in str(path) and first in Recipe.model_fields:
+            raise MinirftError(f"'{path}': not a recipe file; an override needs a value: {path}=VALUE")
         raise MinirftError(f"{path}: no such recipe file")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise MinirftError(f"{path}{line}: invalid YAML: {problem}") from None
+        raise MinirftError(f"{path}{_yaml_error_line(exc)}: invalid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         data = {}
-    overridden: set[tuple] = set()
+    overridden: dict[tuple, str] = {}
     for text_override in overrides:
         key_path, value = parse_override(text_override)
         if not isinstance(data, dict):
             break
         apply_override(data, key_path, value, text_override)
-        overridden.add(tuple(key_path))
+        overridden[tuple(key_path)] = text_override
     return validate_recipe(data, source=path, text=text, overridden=overridden)
+
+
+def _yaml_error_line(exc: yaml.YAMLError) -> str:
+    """``:N`` for the line a YAML error is on. PyYAML's problem mark sits where the parser gave up, which
+    for a key it was still scanning (an unclosed quote or bracket, a missing colon) is the next
+    line or the end of the file; the context mark is where that construct began."""
+    problem, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    mark = problem
+    if context is not None and problem is not None and (problem.column == 0 or problem.pointer >= len(problem.buffer or "") - 1):
+        mark = context
+    return f":{mark.line + 1}" if mark else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{problem} ({context})" if context else problem
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -11,10 +11,13 @@ without a model, and the trainer only has to combine lists of numbers with the r
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from minirft.data import PromptRow
@@ -89,26 +92,83 @@ def length(cfg: LengthReward) -> RewardFn:
     return reward
 
 
+def _top_level_names(source: str) -> set[str] | None:
+    """Names a module's source defines at top level (None when it may define others dynamically:
+    ``from x import *`` or a module ``__getattr__``)."""
+    names: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> bool:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if node.name == "__getattr__":
+                    return False
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if alias.name == "*":
+                        return False
+                    names.add(alias.asname or alias.name.split(".")[0])
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+                blocks = [getattr(node, f, []) for f in ("body", "orelse", "finalbody")]
+                blocks += [h.body for h in getattr(node, "handlers", [])]
+                if not all(visit(b) for b in blocks):
+                    return False
+        return True
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None  # the import will report it
+    return names if visit(tree.body) else None
+
+
 def load_callable(path: str) -> RewardFn:
-    """``package.module:function`` or ``package.module.function`` → the function."""
+    """``package.module:function`` or ``package.module.function`` → the function.
+
+    Importing runs the module's code (a recipe is code you trust). Before that, the module must exist
+    and, when its source can be read, define the name at top level: a typo never runs a module."""
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")
     try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise MinirftError(f"python function '{path}': no module named '{module_name}' "
+                           "(is it on PYTHONPATH, or installed in this environment?)")
+    origin = spec.origin if spec.has_location else None
+    if origin and origin.endswith(".py"):
+        try:
+            names = _top_level_names(Path(origin).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            names = None
+        first = attr.split(".")[0]
+        if names is not None and first not in names:
+            raise MinirftError(f"python function '{path}': {origin} defines no '{first}' (the module was not imported)")
+    try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise MinirftError(f"rewards: python function '{path}': cannot import module '{module_name}' ({exc})") from None
+        raise MinirftError(f"python function '{path}': cannot import module '{module_name}' ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+        raise MinirftError(f"python function '{path}': importing '{module_name}' failed "
+                           f"({type(exc).__name__}: {exc})") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise MinirftError(f"rewards: python function '{path}': module '{module_name}' has no '{attr}'")
+            raise MinirftError(f"python function '{path}': module '{module_name}' has no '{attr}'")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise MinirftError(f"rewards: python function '{path}' is not callable")
+        raise MinirftError(f"python function '{path}' is not callable")
     return obj
 
 
-def build_rewards(configs: Sequence[Any]) -> list[NamedReward]:
-    """The recipe's ``rewards`` list as named, weighted callables (names must be unique)."""
+def build_rewards(configs: Sequence[Any], key: str = "rewards") -> list[NamedReward]:
+    """The recipe's ``rewards`` list as named, weighted callables (names must be unique); errors name
+    ``<key>.<i>``."""
     out: list[NamedReward] = []
     for i, cfg in enumerate(configs):
         if isinstance(cfg, ExactMatchReward):
@@ -118,12 +178,15 @@ def build_rewards(configs: Sequence[Any]) -> list[NamedReward]:
         elif isinstance(cfg, LengthReward):
             fn = length(cfg)
         elif isinstance(cfg, PythonReward):
-            fn = load_callable(cfg.function)
+            try:
+                fn = load_callable(cfg.function)
+            except MinirftError as exc:
+                raise MinirftError(f"{key}.{i}.function: {exc}") from None
         else:  # pragma: no cover - the schema only admits the four types above
-            raise MinirftError(f"rewards.{i}: unknown reward type {type(cfg).__name__}")
+            raise MinirftError(f"{key}.{i}: unknown reward type {type(cfg).__name__}")
         name = cfg.name or getattr(fn, "__name__", f"reward{i}")
         if name == "judge" or any(r.name == name for r in out):
-            raise MinirftError(f"rewards.{i}: reward name '{name}' is used twice (or is the reserved 'judge')")
+            raise MinirftError(f"{key}.{i}: reward name '{name}' is used twice (or is the reserved 'judge')")
         out.append(NamedReward(name, cfg.weight, fn))
     return out
 

@@ -74,8 +74,8 @@ def test_overrides_apply_and_parse_types(tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("training.stepz=4", "training.stepz: unknown key (from a command-line override)"),
-    ("training.steps=x", "training.steps: Input should be a valid integer"),
+    ("training.stepz=4", "override 'training.stepz=4': training.stepz: unknown key"),
+    ("training.steps=x", "override 'training.steps=x': training.steps: Input should be a valid integer"),
     ("training", "expected key.path=value"),
     ("judge.criteria.5.weight=1", "no item 5"),
     ("data.path.x=1", "is not a section"),

@@ -187,13 +187,19 @@ def measure_agreement(judge, shape: str, items: list, seed: int = 0,
     return report
 
 
-def check_criteria(items: list, criteria: list[str], labels_file) -> None:
-    """Every label names one of the recipe's criteria (checked before any model loads)."""
-    for item in items:
-        for name in item.labels:
-            if name not in criteria:
-                raise MinirftError(f"{labels_file}:{item.row.line}: labels: unknown criterion '{name}' "
-                                   f"(the recipe's criteria: {', '.join(criteria)})")
+def check_labels(labels, shape: str, items: list, recipe) -> None:
+    """Before any judging: every rubric label names one of the recipe's criteria; the judge model resolves."""
+    from minirft.preflight import check_model, needs_judge_model
+
+    if shape == "rubric":
+        known = [c.name for c in recipe.judge.criteria]
+        for item in items:
+            for name in item.labels:
+                if name not in known:
+                    raise MinirftError(f"{labels}:{item.row.line}: labels.{name}: unknown criterion "
+                                       f"(the recipe's criteria: {', '.join(known)})")
+    if needs_judge_model(recipe):
+        recipe.judge.model = check_model(recipe, "judge").name  # a relative path is relative to the recipe
 
 
 def plot_reliability(report: CalibrationReport, path: Path, title: str) -> None:
@@ -293,8 +299,7 @@ def calibrate_command(recipe, labels, overrides, from_run, limit, do_fit, plot, 
     if shape == "rubric" and r.judge.mode != "rubric":
         raise MinirftError(f"{labels}: rubric labels need a rubric judge (judge.mode=rubric)")
     items = items[:limit] if limit else items
-    if shape == "rubric":
-        check_criteria(items, [c.name for c in r.judge.criteria], labels)
+    check_labels(labels, shape, items, r)
     # a refit starts from the judge's raw probabilities, not from ones its current Platt maps mapped
     judge = common.make_judge(r.judge.model_copy(update={"platt": None}) if do_fit else r.judge)
     try:

@@ -206,6 +206,11 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
     if r.judge is None:
         raise MinirftError(f"{resolved}: the run has no judge; add judge.model=NAME to judge the pairs")
     extra = [_parse_check(text) for text in checks]  # validated before any model loads
+    from minirft.preflight import check_model, needs_judge_model
+
+    check_model(r, "policy")  # both models resolve and are readable before either loads
+    if needs_judge_model(r):
+        r.judge.model = check_model(r, "judge").name
     click.echo("generating base and tuned completions for held-out prompts…", err=True)
     result = evaluate(r, adapter, data=prompts, limit=limit, checks=extra, samples=samples, temperature=temperature,
                       examples=examples)

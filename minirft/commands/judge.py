@@ -71,6 +71,7 @@ def score_file(judge, items, rationales: bool, progress) -> list[dict]:
                             out[i]["criterion_rationales"] = s.criterion_rationales
                     if s.error:
                         out[i]["error"] = s.error
+                        out[i]["line"] = items[i][1].line
                 progress(len(g))
     else:
         for start in range(0, len(items), CHUNK_ROWS):
@@ -128,13 +129,19 @@ def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, out
     Preference rows:  {"prompt": "...", "response_a": "...", "response_b": "..."}
     """
     from minirft.judge import build_judge
+    from minirft.preflight import check_model, needs_judge_model
     from minirft.recipe import find_recipe, load_recipe
 
     r = load_recipe(find_recipe(recipe), list(overrides))
     if r.judge is None:
         raise MinirftError(f"{r.source}: the recipe has no `judge` section")
+    if r.judge.self_judge:
+        raise MinirftError(f"{r.where('judge', 'self_judge')}: judge.self_judge: a self-judge is the policy being "
+                           "trained; `minirft judge` needs a judge.model")
     cfg = r.judge.model_copy(update={"rationales": "all" if rationales else "none"})
-    items = read_rows(input_path, cfg.mode)
+    items = read_rows(input_path, cfg.mode)  # every row checked before the model loads
+    if needs_judge_model(r):
+        cfg.model = check_model(r, "judge").name  # a relative path is relative to the recipe
     judge = build_judge(cfg)
     start = time.perf_counter()
     try:
@@ -145,6 +152,16 @@ def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, out
     finally:
         judge.close()
     seconds = time.perf_counter() - start
+    lines = [row.line for _, row in items]
+    failed = [(n, out["error"]) for n, out in zip(lines, rows) if out.get("error")]
+    for n, error in failed[:5]:
+        click.echo(f"warning: {input_path}:{n}: not scored ({error})", err=True)
+    if len(failed) > 5:
+        click.echo(f"warning: {len(failed) - 5} more rows not scored (their `error` field says why)", err=True)
+    clipped = getattr(judge, "clipped", 0)
+    if clipped:
+        click.echo(f"warning: {clipped} response(s) longer than {judge.clip_chars} characters were cut before "
+                   f"judging (judge.max_candidate_tokens={cfg.max_candidate_tokens} x 4 characters)", err=True)
     write_jsonl(output_path, rows)
     click.echo(summary(rows, cfg.mode, seconds))
     click.echo(f"wrote {output_path}", err=True)

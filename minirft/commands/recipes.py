@@ -90,7 +90,8 @@ def show_recipe(recipe: str, overrides: tuple[str, ...]) -> None:
 @click.argument("recipes", nargs=-1, required=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override applied to each recipe.")
 def validate_recipes(recipes: tuple[str, ...], overrides: tuple[str, ...]) -> None:
-    """Check recipe files against the schema, and their data files, without loading models.
+    """Check recipe files without loading a model: the schema, every data line, the rewards (regexes,
+    python functions) and both models (they resolve and are readable GGUF files / HF folders).
 
     Arguments containing '=' are overrides applied to every recipe given.
 
@@ -99,8 +100,8 @@ def validate_recipes(recipes: tuple[str, ...], overrides: tuple[str, ...]) -> No
       minirft recipes validate recipes/*.yaml
       minirft recipes validate recipes/polite.yaml training.steps=4
     """
-    from minirft.data import load_prompts
     from minirft.errors import MinirftError
+    from minirft.preflight import check_recipe
 
     files = [r for r in recipes if "=" not in r]
     overrides = tuple(r for r in recipes if "=" in r) + overrides
@@ -109,10 +110,7 @@ def validate_recipes(recipes: tuple[str, ...], overrides: tuple[str, ...]) -> No
     failed = 0
     for name in files:
         try:
-            recipe = load_recipe(find_recipe(name), overrides)
-            load_prompts(recipe.resolve_path(recipe.data.path))
-            if recipe.data.eval_path:
-                load_prompts(recipe.resolve_path(recipe.data.eval_path))
+            check_recipe(load_recipe(find_recipe(name), overrides))
         except MinirftError as exc:
             failed += 1
             click.echo(f"Error: {exc}", err=True)

@@ -15,10 +15,14 @@ from minirft.errors import MinirftError
 @click.argument("args", nargs=-1)
 @click.option("--resume", "resume", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
               help="Continue a run from its last complete checkpoint (its recipe.resolved.yaml is used).")
+@click.option("--from-scratch", "from_scratch", is_flag=True,
+              help="With --resume: when the run has no usable checkpoint, start it again from step 0 "
+                   "(without this, that is an error; on a terminal you are asked).")
 @click.option("--tui", is_flag=True, help="Train in a child process and watch it live in the terminal UI.")
 @click.option("--run-dir", "run_dir", type=click.Path(path_type=Path), default=None,
               help="Exact run directory (default: <recipe.run_dir>/<name>-<YYYYmmdd-HHMMSS>).")
-def train_command(args: tuple[str, ...], resume: Path | None, tui: bool, run_dir: Path | None) -> None:
+def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool, tui: bool,
+                  run_dir: Path | None) -> None:
     """Train a LoRA adapter with GRPO on RECIPE, with dotted key=value overrides.
 
     \b
@@ -28,14 +32,18 @@ def train_command(args: tuple[str, ...], resume: Path | None, tui: bool, run_dir
       minirft train polite --tui
       minirft train --resume runs/polite-20261123-101500
       minirft train --resume runs/polite-20261123-101500 training.steps=40   # extend a run
+      minirft train --resume runs/polite-20261123-101500 --from-scratch      # no usable checkpoint
 
     Progress goes to stderr, one line per step; everything else to RUN_DIR/events.jsonl.
     """
+    from minirft.preflight import check_recipe
     from minirft.recipe import find_recipe, load_recipe
 
     recipe_arg, overrides = None, list(args)
     if args and "=" not in args[0]:
         recipe_arg, overrides = args[0], list(args[1:])
+    if from_scratch and resume is None:
+        raise click.UsageError("--from-scratch goes with --resume RUN_DIR")
     if resume is not None:
         if not (resume / "recipe.resolved.yaml").is_file():
             raise MinirftError(f"{resume}: not a run directory (no recipe.resolved.yaml)")
@@ -52,24 +60,29 @@ def train_command(args: tuple[str, ...], resume: Path | None, tui: bool, run_dir
         target = run_dir if run_dir is not None else new_run_dir(recipe)
     argv = ["minirft", "train", *args]
     argv += ["--resume", str(resume)] if resume is not None else ["--run-dir", str(target)]
+    argv += ["--from-scratch"] if from_scratch else []
 
     if tui:
-        _train_with_tui(recipe_arg, overrides, resume, target)
+        check_recipe(recipe)  # a bad recipe is an error here, on the terminal, not in the child's log
+        _train_with_tui(recipe_arg, overrides, resume, target, from_scratch)
         return
 
     from minirft.train.loop import _Stop, default_threads, train
 
     default_threads()
-    click.echo(f"run dir: {target}", err=True)
+    # On a terminal, a resume with no usable checkpoint asks before starting over (else it is an error).
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    confirm = (lambda question: click.confirm(question, default=False, err=True)) if interactive else None
     try:
-        train(recipe, target, resume=resume is not None, argv=argv)
+        train(recipe, target, resume=resume is not None, argv=argv, from_scratch=from_scratch, confirm=confirm)
     except (KeyboardInterrupt, _Stop):  # Ctrl-C, or SIGTERM (the TUI's "stop training")
         click.echo(f"stopped; continue with: minirft train --resume {target}", err=True)
         sys.exit(130)
     click.echo(f"done: adapter in {target / 'adapter'}", err=True)
 
 
-def _train_with_tui(recipe_arg: str | None, overrides: list[str], resume: Path | None, target: Path) -> None:
+def _train_with_tui(recipe_arg: str | None, overrides: list[str], resume: Path | None, target: Path,
+                    from_scratch: bool = False) -> None:
     """Training runs in a child (so quitting the viewer never kills it by accident); the TUI watches."""
     try:
         from minirft.tui.app import watch
@@ -78,6 +91,7 @@ def _train_with_tui(recipe_arg: str | None, overrides: list[str], resume: Path |
     target.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "minirft", "train"]
     cmd += ["--resume", str(resume)] if resume is not None else [recipe_arg or "", "--run-dir", str(target)]
+    cmd += ["--from-scratch"] if from_scratch else []
     cmd += overrides
     log = open(target / "train.log", "ab")
     # Its own session: a run left going in the background survives the terminal closing (no SIGHUP).

@@ -28,6 +28,9 @@ def resolve_run_dir(run_dir: Path | None, runs_dir: Path) -> Path:
         return run_dir.parent
     if not run_dir.is_dir():
         raise MinirftError(f"{run_dir}: no such run dir")
+    if not (run_dir / "events.jsonl").is_file():
+        raise MinirftError(f"{run_dir}: not a run dir, or its run has not started yet: no events.jsonl "
+                           "(a run writes it once its models are loaded)")
     return run_dir
 
 

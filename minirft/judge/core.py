@@ -23,6 +23,7 @@ from minirft.judge.prompts import CONTRAST_HEADER, Layout
 from minirft.recipe import JudgeConfig
 
 CHARS_PER_TOKEN = 4  # candidates are clipped to judge.max_candidate_tokens × this many characters
+BACKOFF_S = 0.25  # wait before retry k (k = 1, 2, …): BACKOFF_S · 2^(k-1) seconds
 
 
 class GroupJudge:
@@ -33,6 +34,7 @@ class GroupJudge:
         self.mode = cfg.mode
         self.evaluator = evaluator
         self.layout = layout
+        self._clipped: set[int] = set()  # hashes of the distinct responses cut so far (retries count once)
         # Platt scaling fitted by `minirft calibrate --fit`: criterion name (or "preference") -> map
         self.platt: dict = {}
         if cfg.platt:
@@ -47,7 +49,27 @@ class GroupJudge:
     # ------------------------------------------------------------------------------ helpers
     def _clip(self, text: str) -> str:
         limit = self.cfg.max_candidate_tokens * CHARS_PER_TOKEN
-        return text if len(text) <= limit else text[:limit] + " […]"
+        if len(text) <= limit:
+            return text
+        self._clipped.add(hash(text))
+        return text[:limit] + " […]"
+
+    @property
+    def clipped(self) -> int:
+        """How many distinct responses were cut to ``clip_chars`` characters so far."""
+        return len(self._clipped)
+
+    @property
+    def clip_chars(self) -> int:
+        """Responses longer than this many characters are cut before judging."""
+        return self.cfg.max_candidate_tokens * CHARS_PER_TOKEN
+
+    def load(self) -> None:
+        """Load the model now instead of on the first call (the trainer does, before its run starts)."""
+        for name in ("engine", "model"):  # LlamaEvaluator.engine, TorchEvaluator.model: load on first access
+            if isinstance(getattr(type(self.evaluator), name, None), property):
+                getattr(self.evaluator, name)
+                return
 
     def _flags(self, groups, rationales) -> list[list[bool]]:
         policy = self.cfg.rationales
@@ -60,8 +82,12 @@ class GroupJudge:
         return [[bool(f) for f in flags] for flags in rationales]
 
     def _retrying(self, fn, *args):
+        """The one retry layer (the trainer does not retry again): ``judge.retries`` more attempts with
+        a short exponential backoff. A MinirftError (a configuration error) is never retried."""
         last: Exception | None = None
-        for _ in range(self.cfg.retries + 1):
+        for attempt in range(self.cfg.retries + 1):
+            if attempt:
+                time.sleep(BACKOFF_S * 2 ** (attempt - 1))
             try:
                 return fn(*args)
             except MinirftError:
@@ -76,26 +102,22 @@ class GroupJudge:
         if len(rows) != len(groups):
             raise ValueError(f"score_groups: {len(rows)} rows but {len(groups)} groups")
         flags = self._flags(groups, rationales)
-        start = time.perf_counter()
         try:
+            return self._retrying(self._score, list(rows), list(groups), flags)
+        except MinirftError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if len(rows) == 1:
+                return [[Score(reward=None, error=_describe(exc)) for _ in groups[0]]]
+        out = []  # one row at a time, so one bad row does not cost the others their scores
+        for row, group, f in zip(rows, groups, flags):
             try:
-                return self._retrying(self._score, list(rows), list(groups), flags)
+                out += self._retrying(self._score, [row], [group], [f])
             except MinirftError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                if len(rows) == 1:
-                    return [[Score(reward=None, error=_describe(exc)) for _ in groups[0]]]
-            out = []  # one row at a time, so one bad row does not cost the others their scores
-            for row, group, f in zip(rows, groups, flags):
-                try:
-                    out += self._retrying(self._score, [row], [group], [f])
-                except MinirftError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    out.append([Score(reward=None, error=_describe(exc)) for _ in group])
-            return out
-        finally:
-            self.last_seconds = time.perf_counter() - start
+                out.append([Score(reward=None, error=_describe(exc)) for _ in group])
+        return out
 
     def compare(self, row: PromptRow, a: str, b: str, rationale: bool = False) -> PairVerdict:
         return self.compare_many([row], [(a, b)], rationale)[0]

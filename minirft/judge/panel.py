@@ -51,6 +51,20 @@ class PanelJudge:
                                    next((v.rationale for _, v in vs if v.rationale), None)))
         return out
 
+    def load(self) -> None:
+        """Load every member's model now (the trainer does, before its run starts)."""
+        for _, _, judge in self.members:
+            if hasattr(judge, "load"):
+                judge.load()
+
+    @property
+    def clipped(self) -> int:
+        return max((getattr(judge, "clipped", 0) for _, _, judge in self.members), default=0)
+
+    @property
+    def clip_chars(self) -> int:
+        return self.cfg.max_candidate_tokens * 4
+
     def close(self) -> None:
         for _, _, judge in self.members:
             judge.close()

@@ -45,15 +45,15 @@ import torch
 
 from minirft import __version__
 from minirft.atomic import atomic_dir, write_text
-from minirft.data import load_prompts
 from minirft.errors import MinirftError
 from minirft.events import EventLog
+from minirft.preflight import check_recipe
 from minirft.recipe import Recipe, dump_recipe, recipe_to_dict
 from minirft.rewards import build_rewards
 from minirft.stats import mean_of
 from minirft_kernels import grpo_token_loss
 from minirft.train import calibration_watch
-from minirft.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from minirft.train.checkpoint import apply_checkpoint, find_resumable, save_checkpoint
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
 from minirft.judge.panel import agreement
@@ -173,26 +173,57 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 # --------------------------------------------------------------------------------- the loop
 def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str] | None = None,
-          judge: Any = None, on_step: Callable[[int, dict], None] | None = None, quiet: bool = False) -> Path:
+          judge: Any = None, on_step: Callable[[int, dict], None] | None = None, quiet: bool = False,
+          from_scratch: bool = False, confirm: Callable[[str], bool] | None = None) -> Path:
     """Run (or resume) a training run into ``run_dir``; returns the run dir.
 
     ``judge`` replaces the recipe's judge (tests pass a fake one); ``on_step(step, metrics)`` is called
     after each logged step (tests use it to interrupt a run).
+
+    Order: everything knowable without a model is checked (``minirft.preflight``) and, on resume, the
+    checkpoint to continue from is chosen and read back whole; then the models load; only then does
+    the run start: the run dir, ``recipe.resolved.yaml`` and ``command.txt`` are written and
+    ``run_start`` is logged. So a run that fails before it starts leaves nothing behind, and a failed
+    ``--resume DIR key=value`` leaves the run's saved recipe as it was.
+
+    A resume with no usable checkpoint restarts from step 0 only with ``from_scratch`` or when
+    ``confirm(question)`` says yes; otherwise it is an error.
     """
     tr = recipe.training
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
     argv = list(argv if argv is not None else sys.argv)
     recipe = absolutise(recipe)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Rewritten on resume too, so an extension (`--resume DIR training.steps=40`) survives the next resume.
-    write_text(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
-    if not resume:
-        write_text(run_dir / "command.txt", " ".join(argv) + "\n")
+    notes: list[str] = []  # warnings to log once the event log is open
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(message: str) -> None:
+        notes.append(message)
+        say(f"warning: {message}")
+
+    own_judge = judge is None
+    rows = check_recipe(recipe, judge=own_judge)
+    reward_fns = build_rewards(recipe.rewards)
+
+    resume_from = None
+    if resume:
+        resume_from, skipped = find_resumable(ckpt_root)
+        for problem in skipped:
+            warn(f"skipping {problem}")
+        if resume_from is None:
+            why = "every checkpoint is damaged" if skipped else "it has no complete checkpoint"
+            question = f"{run_dir}: {why}; start the run again from step 0?"
+            if not (from_scratch or (confirm is not None and confirm(question))):
+                raise MinirftError(f"{run_dir}: cannot resume: {why}; to start it again from step 0 "
+                                   "give --resume with --from-scratch")
+            say(f"{run_dir}: {why}: starting again from step 0")
+        else:
+            say(f"resuming {run_dir} from checkpoint {resume_from.path.name}")
 
     seed_everything(tr.seed)
-    rows = load_prompts(recipe.resolve_path(recipe.data.path))
-    reward_fns = build_rewards(recipe.rewards)
     policy = load_policy(recipe.policy, seed=tr.seed, base_dir=recipe.source.parent if recipe.source else None)
     params = policy.trainable_parameters()
     optimizer = make_optimizer(recipe, params, policy.device)
@@ -200,28 +231,39 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
     sampler = PromptSampler(rows, shuffle=recipe.data.shuffle, seed=tr.seed)
 
     start_step = 0
-    found = latest_checkpoint(ckpt_root) if resume else None
-    if resume and found is not None:
-        state = load_checkpoint(found[1], policy=policy, optimizer=optimizer, scheduler=scheduler)
+    if resume_from is not None:
+        state = apply_checkpoint(resume_from, policy=policy, optimizer=optimizer, scheduler=scheduler)
         start_step, sampler.position = state["step"], state["data_position"]
-
-    log = EventLog(run_dir / "events.jsonl")
-    log.write("run_start", start_step, run_name=run_dir.name, recipe=recipe_to_dict(recipe),
-              policy_model=recipe.policy.model, judge_model=recipe.judge.model if recipe.judge else None,
-              total_steps=tr.steps, argv=argv, versions=versions(), device=device_name(policy.device),
-              backend=policy.backend, resumed_from=start_step if resume else None)
-    if resume:
-        where = f"checkpoint step-{start_step}" if found else "the beginning (no complete checkpoint)"
-        log.event(start_step, "resume", f"resumed from {where}", from_step=start_step)
+    if own_judge:
+        judge = build_judge_for(recipe, policy)
+    try:
+        if own_judge and hasattr(judge, "load"):
+            judge.load()  # a judge model that cannot load fails here, before the run starts
+        log = _start_run(recipe, run_dir, resume=resume, argv=argv, say=say)
+    except BaseException:
+        if own_judge and judge is not None:
+            judge.close()
+        raise
+    if log.repaired:
+        notes.insert(0, log.repaired)
+        say(f"warning: {log.repaired}")
 
     # Reward-hacking and drift detectors (minirft.train.monitor): warnings in the log and on stderr.
     monitor = RunMonitor([c.question or c.positive for c in recipe.judge.criteria] if recipe.judge else [])
-    own_judge = judge is None
+    limits = _LimitNotes(recipe, log, say)
     status, message = "failed", "crashed"
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
-        if own_judge:
-            judge = build_judge_for(recipe, policy)
+        log.write("run_start", start_step, run_name=run_dir.name, recipe=recipe_to_dict(recipe),
+                  policy_model=recipe.policy.model, judge_model=recipe.judge.model if recipe.judge else None,
+                  total_steps=tr.steps, argv=argv, versions=versions(), device=device_name(policy.device),
+                  backend=policy.backend, resumed_from=start_step if resume else None)
+        if resume:
+            where = (f"checkpoint step-{start_step}" if resume_from is not None
+                     else "the beginning (no usable checkpoint; --from-scratch)")
+            log.event(start_step, "resume", f"resumed from {where}", from_step=start_step)
+        for note in notes:
+            log.event(start_step, "warning", note)
         stream = rollouts(recipe, policy, sampler, reward_fns, judge)
         # human labels steer the live run: a refitted judge.calibration is picked up between steps
         cal = (calibration_watch.CalibrationWatch(calibration_watch.watched_path(recipe, run_dir),
@@ -234,6 +276,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
             batch = next(stream)
             for err in batch.judge_errors:
                 log.event(step, "judge_error", err)
+            limits.check(step, batch, judge)
             t_update = time.perf_counter()
             upd = update(recipe, policy, batch, optimizer, params)
             scheduler.step()
@@ -305,6 +348,48 @@ def _follow_calibration(cal: "calibration_watch.CalibrationWatch", judge: Any, l
     log.event(step, "calibration", change.message, calibration=change.digest, path=str(cal.path))
     if not quiet:
         print(f"step {step}: {change.message}", file=sys.stderr, flush=True)
+
+
+class _LimitNotes:
+    """Say once per run (a warning event and a line on stderr) when an input limit cut something:
+    prompts longer than ``policy.max_prompt_tokens`` (the start is dropped, the end kept) and
+    responses longer than the judge reads (``judge.max_candidate_tokens`` × 4 characters)."""
+
+    def __init__(self, recipe: Recipe, log: EventLog, say: Callable[[str], None]) -> None:
+        self.recipe, self.log, self.say = recipe, log, say
+        self.prompts_said = self.responses_said = False
+
+    def _note(self, step: int, message: str, **fields: Any) -> None:
+        self.log.event(step, "warning", message, **fields)
+        self.say(f"step {step}/{self.recipe.training.steps}  warning [limit] {message}")
+
+    def check(self, step: int, batch: Any, judge: Any) -> None:
+        if batch.prompts_cut and not self.prompts_said:
+            self.prompts_said = True
+            self._note(step, f"{batch.prompts_cut} prompt(s) longer than policy.max_prompt_tokens="
+                             f"{self.recipe.policy.max_prompt_tokens} tokens: only their last "
+                             f"{self.recipe.policy.max_prompt_tokens} tokens are given to the policy "
+                             "(said once per run)", limit="policy.max_prompt_tokens")
+        if getattr(judge, "clipped", 0) and not self.responses_said:
+            self.responses_said = True
+            self._note(step, f"{judge.clipped} response(s) longer than {judge.clip_chars} characters "
+                             f"(judge.max_candidate_tokens={self.recipe.judge.max_candidate_tokens} x 4): "
+                             "the judge reads only their start (said once per run)",
+                       limit="judge.max_candidate_tokens")
+
+
+def _start_run(recipe: Recipe, run_dir: Path, *, resume: bool, argv: list[str],
+               say: Callable[[str], None]) -> EventLog:
+    """The run has started (models loaded): write its dir. Nothing before this wrote to it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Rewritten on resume too, so an extension (`--resume DIR training.steps=40`) survives the next
+    # resume; command.txt keeps every command that ran in this dir, one line each.
+    write_text(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
+    command = run_dir / "command.txt"
+    before = command.read_text(errors="replace") if resume and command.is_file() else ""
+    write_text(command, before + " ".join(argv) + "\n")
+    say(f"run dir: {run_dir}")
+    return EventLog(run_dir / "events.jsonl")
 
 
 def _main_thread() -> bool:

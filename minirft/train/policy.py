@@ -99,7 +99,10 @@ class Policy:
 
     def save_adapter(self, path: Path) -> None:
         """PEFT format: adapter_config.json + adapter_model.safetensors (``PeftModel.from_pretrained``)."""
+        from minirft.atomic import plain_mode
+
         self.model.save_pretrained(str(path), safe_serialization=True)
+        plain_mode(path)  # safetensors writes its file at 0600; a run dir's files read like plain files
 
 
 def _contiguous_head_input(model: Any) -> None:
@@ -274,9 +277,11 @@ def _load_unsloth(cfg: PolicyConfig, seed: int, base_dir: Path | None, dev: torc
 
 
 # ------------------------------------------------------------------------------------ prompts
-def encode_prompts(policy: Policy, conversations: list[tuple[dict, ...]], max_tokens: int) -> list[list[int]]:
+def encode_prompts(policy: Policy, conversations: list[tuple[dict, ...]], max_tokens: int,
+                   cut: list[int] | None = None) -> list[list[int]]:
     """Chat template (with the assistant cue) when the tokenizer has one, else the plain text; keeps the
-    last ``max_tokens`` tokens of a long prompt."""
+    last ``max_tokens`` tokens of a long prompt (``policy.max_prompt_tokens``), and appends to ``cut``
+    the full length of each prompt that was cut."""
     tok = policy.tokenizer
     out = []
     for messages in conversations:
@@ -287,7 +292,10 @@ def encode_prompts(policy: Policy, conversations: list[tuple[dict, ...]], max_to
         else:
             text = "\n".join(m["content"] for m in messages)
             ids = tok(text, add_special_tokens=True)["input_ids"]
-        out.append(list(ids)[-max_tokens:])
+        ids = list(ids)
+        if cut is not None and len(ids) > max_tokens:
+            cut.append(len(ids))
+        out.append(ids[-max_tokens:])
     return out
 
 

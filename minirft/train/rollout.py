@@ -8,6 +8,11 @@ Reward combination (per completion):
 ``reward = judge_weight · judge + Σ_k weight_k · reward_k`` over the rewards that returned a value.
 A judge failure (``Score.reward is None``) or every reward returning ``None`` excludes the sample:
 its reward is NaN, its advantage 0 and its tokens are masked out of the loss.
+
+The judge is called once per step: retrying a transient failure is the judge's own job
+(``GroupJudge``, ``judge.retries`` with a short backoff), so a failure is never retried twice over.
+A :class:`MinirftError` from the judge is a configuration error and stops the run; any other
+exception a judge lets out excludes the step's samples (logged as ``judge_error``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from minirft.data import PromptRow
+from minirft.errors import MinirftError
 from minirft.judge.base import Score
 from minirft.recipe import Recipe
 from minirft.rewards import NamedReward, call_reward, reward_columns
@@ -67,6 +73,7 @@ class Batch:
     judge_errors: list[str]
     group_size: int
     timings: dict[str, float] = field(default_factory=dict)
+    prompts_cut: int = 0  # prompts longer than policy.max_prompt_tokens (their start was dropped)
 
     @property
     def valid(self) -> torch.Tensor:
@@ -97,20 +104,23 @@ def shown_mask(n_prompts: int, group_size: int, n_shown: int) -> list[list[bool]
     return shown
 
 
-def judge_with_retries(judge: Any, rows: list[PromptRow], groups: list[list[str]], rationales: Any,
-                       retries: int) -> tuple[list[list[Score]], list[str]]:
-    """Score groups; on an exception retry, then give every sample a failed Score (reward None)."""
-    errors: list[str] = []
-    for _attempt in range(retries + 1):
-        try:
-            scores = judge.score_groups(rows, groups, rationales)
-            if len(scores) != len(groups) or any(len(s) != len(g) for s, g in zip(scores, groups)):
-                raise RuntimeError("judge returned a wrong number of scores")
-            return scores, errors
-        except Exception as exc:  # noqa: BLE001 - any judge failure is logged, never fatal
-            errors.append(f"{type(exc).__name__}: {exc}")
-    failed = [[Score(None, error=errors[-1]) for _ in g] for g in groups]
-    return failed, errors
+def judge_groups(judge: Any, rows: list[PromptRow], groups: list[list[str]],
+                 rationales: Any) -> tuple[list[list[Score]], list[str]]:
+    """Score groups once (the judge retries on its own); the distinct errors of the step.
+
+    A MinirftError (a configuration error: the judge can never work) propagates and stops the run;
+    any other exception gives every sample a failed Score (reward None), which excludes it."""
+    try:
+        scores = judge.score_groups(rows, groups, rationales)
+        if len(scores) != len(groups) or any(len(s) != len(g) for s, g in zip(scores, groups)):
+            raise RuntimeError("judge returned a wrong number of scores")
+    except MinirftError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a judge failure excludes the samples, it does not stop training
+        error = f"{type(exc).__name__}: {exc}"
+        return [[Score(None, error=error) for _ in g] for g in groups], [error]
+    errors = list(dict.fromkeys(s.error for g in scores for s in g if s.error))
+    return scores, errors
 
 
 def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: list[NamedReward],
@@ -118,12 +128,13 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
     """Yield one scored batch per call to ``next``; sampling uses torch's global RNG."""
     gen_cfg, tr = recipe.generation, recipe.training
     G = gen_cfg.group_size
-    retries = recipe.judge.retries if recipe.judge is not None else 0
     rationale_mode = recipe.judge.rationales if recipe.judge is not None else "none"
     while True:
         rows = sampler.take(tr.prompts_per_step)
         t0 = time.perf_counter()
-        prompt_ids = encode_prompts(policy, [r.messages for r in rows], recipe.policy.max_prompt_tokens)
+        cut: list[int] = []
+        prompt_ids = encode_prompts(policy, [r.messages for r in rows], recipe.policy.max_prompt_tokens,
+                                    cut=cut)
         repeated = [ids for ids in prompt_ids for _ in range(G)]
         gen = generate(policy, repeated, max_new_tokens=gen_cfg.max_new_tokens, temperature=gen_cfg.temperature,
                        top_p=gen_cfg.top_p, top_k=gen_cfg.top_k)
@@ -137,7 +148,7 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
             groups = [completions[i * G:(i + 1) * G] for i in range(len(rows))]
             shown = shown_mask(len(rows), G, recipe.logging.samples_per_step)
             which = {"none": False, "all": True}.get(rationale_mode, shown)
-            group_scores, judge_errors = judge_with_retries(judge, rows, groups, which, retries)
+            group_scores, judge_errors = judge_groups(judge, rows, groups, which)
             scores = [s for g in group_scores for s in g]
             per_reward["judge"] = [s.reward for s in scores]
         t2 = time.perf_counter()
@@ -153,7 +164,7 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
                                 dtype=torch.float32)
         advantages = group_advantages(combined, G, scale=tr.scale_rewards)
         yield Batch(rows, completions, gen, combined, advantages, per_reward, scores, judge_errors, G,
-                    {"generation_s": t1 - t0, "judge_s": t2 - t1})
+                    {"generation_s": t1 - t0, "judge_s": t2 - t1}, prompts_cut=len(cut))
 
 
 def _combine(per_reward: dict[str, list[float | None]], weights: dict[str, float], i: int) -> float:

@@ -7,6 +7,11 @@ chose (step, follow, sort, filter, search); their ``watch_`` methods redraw the 
 The app never signals the trainer, with one exception the user asks for: when ``watch`` was given
 the training child process, quitting offers to stop it. The one file it writes is the person's own,
 ``RUN_DIR/labels.jsonl`` (human verdicts on samples, see :mod:`minirft.labels`), never the trainer's log.
+
+Timers, the tail worker's messages and worker-state changes can arrive while a modal screen (detail,
+help, quit) is on top or while the app is closing and its widgets are being removed (the 1 s tick then
+found no header: NoMatches, a test failing by chance). They therefore query the run view's own screen
+(``_q``, not whatever screen ``App.query_one`` picks) and do nothing once the app is exiting (``_live``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
+from textual.css.query import NoMatches
+from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -112,6 +119,7 @@ class WatchApp(Labelling, App[str | None]):
         self._pending_plots = self._pending_table = False
         self._redraw_timer = None
         self._last_redraw = float("-inf")
+        self._skipped_shown = 0
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -131,14 +139,31 @@ class WatchApp(Labelling, App[str | None]):
                 yield AgreementPanel("", id="agreement")
         yield Footer()
 
+    # ------------------------------------------------------------------ the run view's widgets
+    def _base(self) -> Screen | None:
+        """The run view's screen (the bottom of the stack), whatever modal is on top."""
+        stack = self.screen_stack
+        return stack[0] if stack else None
+
+    def _q(self, selector, expect_type=None):
+        base = self._base()
+        if base is None:
+            raise NoMatches(f"no screen to query for {selector!r}")
+        return base.query_one(selector, expect_type) if expect_type else base.query_one(selector)
+
+    def _live(self) -> bool:
+        """Running, not exiting, with the run view mounted: callbacks may touch widgets."""
+        base = self._base()
+        return self.is_running and self.return_code is None and base is not None and base.is_attached
+
     def on_mount(self) -> None:
-        self.query_one("#events", EventsPane).border_title = "events"
-        self.query_one("#agreement", AgreementPanel).border_title = "you vs the judge"
+        self._q("#events", EventsPane).border_title = "events"
+        self._q("#agreement", AgreementPanel).border_title = "you vs the judge"
         self._update_agreement()
         self._update_header()
         self._draw_table()  # says what it is waiting for until the first records arrive
         self._update_box_title()
-        self.query_one(SamplesTable).focus()
+        self._q(SamplesTable).focus()
         self._tail_worker()
         self.set_interval(1.0, self._tick)
 
@@ -149,23 +174,30 @@ class WatchApp(Labelling, App[str | None]):
 
     def on_resize(self, event: events.Resize) -> None:
         """Small terminals (80×24): charts and the preview give room to the table."""
-        self.screen.set_class(event.size.height < 34, "-short")
-        self.screen.set_class(event.size.width < 110, "-narrow")
+        base = self._base()
+        if base is not None:
+            base.set_class(event.size.height < 34, "-short")
+            base.set_class(event.size.width < 110, "-narrow")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if not self._live():
+            return
         if event.worker.group == "tail" and event.state == WorkerState.ERROR:
             # Say so on screen rather than crash the viewer (training is unaffected either way).
-            self.query_one(EventsPane).add([{"kind": "warning", "step": self.state.latest_step or 0,
+            self._q(EventsPane).add([{"kind": "warning", "step": self.state.latest_step or 0,
                                              "message": f"stopped reading the log: {event.worker.error!r}"}])
 
     # ------------------------------------------------------------------ new records
     def on_log_grew(self, _: LogGrew) -> None:
+        if not self._live():
+            return  # the records stay buffered; nothing to draw on
+        self._note_skipped_lines()
         records = self.tail.drain()
         if not records:
             return  # an earlier LogGrew already drained this burst
         applied = self.state.apply(records)
         if applied.events:
-            self.query_one(EventsPane).add(applied.events)
+            self._q(EventsPane).add(applied.events)
         if applied.header and self.view_step is None:
             self._draw_table()  # the waiting message changes once run_start is in
         latest = self.state.latest_step
@@ -192,8 +224,20 @@ class WatchApp(Labelling, App[str | None]):
         else:
             self._redraw_timer = self.set_timer(wait, self._flush_redraw)
 
+    def _note_skipped_lines(self) -> None:
+        """Unreadable lines of the log (not the partial last one) get a warning in the events pane."""
+        skipped = self.tail.skipped
+        if len(skipped) > self._skipped_shown:
+            new = skipped[self._skipped_shown:]
+            self._skipped_shown = len(skipped)
+            self._q(EventsPane).add([{"kind": "warning", "step": self.state.latest_step or 0,
+                                      "message": f"skipped {len(new)} unreadable line(s) of events.jsonl "
+                                                 f"(line {', '.join(map(str, new[:5]))})"}])
+
     def _flush_redraw(self) -> None:
         self._redraw_timer = None
+        if not self._live():
+            return
         plots, table = self._pending_plots, self._pending_table
         self._pending_plots = self._pending_table = False
         if plots or table:
@@ -206,6 +250,8 @@ class WatchApp(Labelling, App[str | None]):
 
     def _tick(self) -> None:
         """Once a second: the clock in the header moves, and a finished child is noticed."""
+        if not self._live():
+            return
         if self.child is not None and self.child_returncode is None:
             rc = self.child.poll()
             if rc is not None:
@@ -213,7 +259,7 @@ class WatchApp(Labelling, App[str | None]):
                 self.tail.poll()  # the child's last records, before judging how it ended
                 self.on_log_grew(LogGrew())
                 if self.state.run_end is None:
-                    self.query_one(EventsPane).add([self._crash_note(rc)])
+                    self._q(EventsPane).add([self._crash_note(rc)])
         self._update_header()
 
     def _crash_note(self, rc: int) -> dict:
@@ -228,15 +274,15 @@ class WatchApp(Labelling, App[str | None]):
 
     # ------------------------------------------------------------------ drawing
     def _update_header(self) -> None:
-        self.query_one(RunHeader).show(self.state, self.clock(), follow=self.follow, unseen_steps=self.unseen_steps,
+        self._q(RunHeader).show(self.state, self.clock(), follow=self.follow, unseen_steps=self.unseen_steps,
                                        child_returncode=self.child_returncode,
                                        child_alive=self.child is not None and self.child_returncode is None)
 
     def _redraw(self, plots: bool = True, table: bool = True) -> None:
         self.redraws += 1
         self._last_redraw = time.monotonic()
-        if plots and self.query_one("#plots").display:
-            for plot in self.query(MetricPlot):
+        if plots and self._q("#plots").display:
+            for plot in self._base().query(MetricPlot):
                 plot.draw(self.state, self.view_step)  # hidden ones too: cheap, and current when shown
         if table:
             self._draw_table()
@@ -246,12 +292,12 @@ class WatchApp(Labelling, App[str | None]):
         return select_rows(self.state.samples_for(self.view_step), self.sort_mode, self.filter_mode, self.search_text)
 
     def _draw_table(self) -> None:
-        table = self.query_one(SamplesTable)
+        table = self._q(SamplesTable)
         rows = self._current_rows()
         table.show(rows, self.state.criteria_names(self.view_step), self._marks(rows))
         if not rows:
-            self.query_one("#preview", Static).update("")
-        empty = self.query_one("#samples-empty", Static)
+            self._q("#preview", Static).update("")
+        empty = self._q("#samples-empty", Static)
         total = self.state.sample_count(self.view_step)
         if not rows:
             if self.view_step is None and self.state.run_start is not None:
@@ -269,7 +315,7 @@ class WatchApp(Labelling, App[str | None]):
             table.focus()
 
     def _update_box_title(self) -> None:
-        box = self.query_one("#samples-box")
+        box = self._q("#samples-box")
         if self.view_step is None:
             box.border_title = "samples"
             return
@@ -277,7 +323,7 @@ class WatchApp(Labelling, App[str | None]):
         latest = self.state.latest_step
         where = "latest" if self.view_step == latest else f"of {latest}"
         parts = [f"step {self.view_step} ({where}{'' if self.follow else ', frozen'})",
-                 f"{len(self.query_one(SamplesTable).shown)}/{total} samples"]
+                 f"{len(self._q(SamplesTable).shown)}/{total} samples"]
         if self.sort_mode != SORTS[0]:
             parts.append(f"sort {self.sort_mode}")
         if self.filter_mode != FILTERS[0]:
@@ -343,7 +389,7 @@ class WatchApp(Labelling, App[str | None]):
         self.filter_mode = FILTERS[(FILTERS.index(self.filter_mode) + 1) % len(FILTERS)]
 
     def action_search(self) -> None:
-        box = self.query_one("#search", SearchBox)
+        box = self._q("#search", SearchBox)
         if box.has_focus:  # the binding has priority: a "/" typed in the box still goes in it
             box.insert_text_at_cursor("/")
             return
@@ -355,11 +401,11 @@ class WatchApp(Labelling, App[str | None]):
         self.screen.set_focus(box)
 
     def action_clear_search(self) -> None:
-        box = self.query_one("#search", SearchBox)
+        box = self._q("#search", SearchBox)
         box.value = ""
         box.display = False
         self.search_text = ""
-        self.query_one(SamplesTable).focus()
+        self._q(SamplesTable).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.search_text = event.value.strip()
@@ -367,8 +413,8 @@ class WatchApp(Labelling, App[str | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.search_text = event.value.strip()
         if not self.search_text:
-            self.query_one("#search", SearchBox).display = False
-        self.query_one(SamplesTable).focus()
+            self._q("#search", SearchBox).display = False
+        self._q(SamplesTable).focus()
 
     def _match_step(self, forward: bool) -> int | None:
         if not self.search_text or self.view_step is None:
@@ -393,7 +439,7 @@ class WatchApp(Labelling, App[str | None]):
         self._go(step)
 
     def action_toggle_plots(self) -> None:
-        plots = self.query_one("#plots")
+        plots = self._q("#plots")
         plots.display = not plots.display
         if plots.display:
             self._redraw(table=False)
@@ -402,15 +448,15 @@ class WatchApp(Labelling, App[str | None]):
         self.push_screen(HelpScreen())
 
     def on_data_table_row_highlighted(self, event: SamplesTable.RowHighlighted) -> None:
-        table = self.query_one(SamplesTable)
-        preview = self.query_one("#preview", Static)
+        table = self._q(SamplesTable)
+        preview = self._q("#preview", Static)
         if 0 <= event.cursor_row < len(table.shown):
             preview.update(preview_text(table.shown[event.cursor_row]))
         else:
             preview.update("")
 
     def on_data_table_row_selected(self, event: SamplesTable.RowSelected) -> None:
-        table = self.query_one(SamplesTable)
+        table = self._q(SamplesTable)
         if 0 <= event.cursor_row < len(table.shown):
             s = table.shown[event.cursor_row]
             self.push_screen(SampleScreen(s, self.verdict_text(s)))

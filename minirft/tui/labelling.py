@@ -53,7 +53,7 @@ class Labelling:
     def _selected(self) -> Sample | None:
         if isinstance(self.screen, SampleScreen):
             return self.screen.sample
-        table = self.query_one(SamplesTable)
+        table = self._q(SamplesTable)
         if table.display and 0 <= table.cursor_row < len(table.shown):
             return table.shown[table.cursor_row]
         return None
@@ -153,11 +153,11 @@ class Labelling:
             self.screen.show_verdict(self.verdict_text(self.screen.sample))
         alarm = self.drift.check(self.labels.standing)
         if alarm:
-            self.query_one(EventsPane).add([{"type": "event", "kind": "drift", "message": alarm,
+            self._q(EventsPane).add([{"type": "event", "kind": "drift", "message": alarm,
                                              "step": self.state.latest_step or 0}])
 
     def _update_agreement(self) -> None:
-        self.query_one("#agreement", AgreementPanel).show(lbl.agreement(self.labels.standing), len(self.labels),
+        self._q("#agreement", AgreementPanel).show(lbl.agreement(self.labels.standing), len(self.labels),
                                                           self.labels.path.name)
 
     def action_label_queue(self) -> None:
@@ -173,7 +173,7 @@ class Labelling:
         s = item.sample
         if s.step != self.view_step:
             self._go(s.step)
-        table = self.query_one(SamplesTable)
+        table = self._q(SamplesTable)
         if s not in table.shown:  # hidden by the filter or the search: show everything
             self.filter_mode = FILTERS[0]
             self.action_clear_search()

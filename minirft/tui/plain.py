@@ -8,6 +8,7 @@ log is tailed until its ``run_end`` arrives (or Ctrl-C), like ``tail -f``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable, TextIO
@@ -44,10 +45,16 @@ def print_run(events_path: Path, out: TextIO, as_json: bool = False, follow: boo
     ``alive`` (the trainer child's liveness, with ``--tui``) ends following when it turns false."""
     state, reader = RunState(name=events_path.parent.name), EventReader(events_path)
     last_round = False
+    skipped_shown = 0
     while True:
         if alive is not None and not alive():
             last_round = True  # read what the child wrote before it exited, then stop
         records = reader.read_new()
+        if len(reader.skipped) > skipped_shown:  # with --json on stderr, so stdout stays pure JSON lines
+            new = reader.skipped[skipped_shown:]
+            skipped_shown = len(reader.skipped)
+            (sys.stderr if as_json else out).write(f"# skipped {len(new)} unreadable line(s) of {events_path}: "
+                      f"line {', '.join(map(str, new[:10]))}{' …' if len(new) > 10 else ''}\n")
         for rec in records:
             if as_json:
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")

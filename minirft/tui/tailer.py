@@ -45,6 +45,11 @@ class LogTail:
                 self._buffer.extend(records)
         return len(records)
 
+    @property
+    def skipped(self) -> list[int]:
+        """Line numbers of unreadable lines read so far."""
+        return list(self._reader.skipped)
+
     def drain(self) -> list[dict]:
         """Take every buffered record (UI thread)."""
         with self._lock:

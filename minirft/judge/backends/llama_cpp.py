@@ -336,7 +336,7 @@ class Engine:
                         results[m].first = int(np.argmax(row))
             if inside or before:
                 top = float(row.max())
-                lse = top + math.log(float(np.exp(row - top, dtype=np.float64).sum()))
+                lse = top + math.log(float(np.exp(row - top).sum(dtype=np.float64)))  # float32 exp, float64 sum
                 for m in inside:  # token j + 1 of the scored segment
                     scored[m][j + 1] = float(row[seg[j + 1]]) - lse
                 for m in before:  # token 0 of the scored segment that follows
