@@ -6,7 +6,7 @@ labelled by rules). Rows are split by position: even rows choose the method, odd
 number on a split not used to choose). AUCs carry 95% bootstrap intervals.
 
 python bench/judge_methods.py [--sets arithmetic tone] [--models gemma3-270m smollm2-135m-instruct]
-Writes bench/results/judge_methods.json and prints a table.
+Writes bench/results/judge_methods.json (the sets run replace their own entries) and prints a table.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ METHODS = {
                      "negative": "The correct answer is {wrong_reference}."},
         "contrast_one_sided": {"method": "contrast", "positive": "The correct answer is {reference}.", "negative": ""},
     }),
-    "style": ("enthusiastic", {
-        "question": {"question": "Is the response enthusiastic and excited?"},
-        "contrast": {"method": "contrast", "positive": "The assistant replies with great enthusiasm and excitement!",
-                     "negative": "The assistant replies in a calm, flat, matter-of-fact tone."},
+    "style": ("personal", {
+        "question": {"question": "Does the response speak directly to the user, addressing them as you?"},
+        "contrast": {"method": "contrast", "positive": "The assistant speaks directly to the user, addressing them as you.",
+                     "negative": "The assistant writes impersonally and never addresses the user."},
         "contrast_one_sided": {"method": "contrast",
-                               "positive": "The assistant replies with great enthusiasm and excitement!", "negative": ""},
+                               "positive": "The assistant speaks directly to the user, addressing them as you.",
+                               "negative": ""},
     }),
 }
 
@@ -90,7 +91,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(HERE / "results" / "judge_methods.json"))
     args = ap.parse_args()
-    result: dict = {"sets": {}}
+    out = Path(args.out)
+    result: dict = json.loads(out.read_text()) if out.is_file() else {"sets": {}}  # other sets' rows are kept
     for name in args.sets:
         label, criteria = METHODS[name]
         items = load(name)
@@ -117,8 +119,8 @@ def main() -> None:
         for k, r in rows.items():
             print(f"{k:<44}{r['auc']:>7.3f}  [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]  {r['auc_dev']:>7.3f}{r['auc_test']:>7.3f}")
         print(f"chosen on the dev half: {best}; its AUC on the test half {rows[best]['auc_test']:.3f}")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -6,8 +6,9 @@ hand-written clear cases. Two sets (SmolLM2-135M-Instruct, the recipes' policy, 
 - ``arithmetic``: one answer per prompt of recipes/data/arithmetic*.jsonl (201 prompts); label
   ``correct`` = the recipe's exact-match rule (the answer's number equals the reference).
 - ``style``: two answers per prompt of recipes/data/everyday-questions*.jsonl and howto*.jsonl
-  (108 prompts); label ``enthusiastic`` = the answer has an exclamation mark (a rule standing for an
-  enthusiastic tone, which SmolLM2 takes on in some answers and not in others).
+  (108 prompts); label ``personal`` = the answer speaks to the user ("you", "your": the rule
+  PERSONAL), a style SmolLM2 takes in about half of its answers and not in the others. (An
+  exclamation mark, for enthusiasm, was in 10 of 216: too rare to measure or train.)
 
 (Polite vs rude does not work as a set of the policy's own answers: asked by a system prompt to be rude,
 SmolLM2-135M still answers politely, so the labels would say nothing. recipes/data/polite-labels.jsonl
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -33,6 +35,13 @@ from minirft.train.policy import decode, encode_prompts, generate, load_policy
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "recipes" / "data"
 OUT = Path(__file__).resolve().parent / "data"
+
+
+PERSONAL = r"\b(you|your|yours|yourself)\b"
+
+
+def personal(text: str) -> bool:
+    return re.search(PERSONAL, text, re.I) is not None
 
 
 def sample(policy, conversations, temperature: float, max_new_tokens: int = 48, batch: int = 16) -> list[str]:
@@ -82,8 +91,8 @@ def style(policy, temperature: float) -> None:
     with (OUT / "own-style.jsonl").open("w") as fh:
         for k, a in enumerate(answers):
             fh.write(json.dumps({"prompt": rows[k // 2].prompt, "response": a,
-                                 "labels": {"enthusiastic": "!" in a}}) + "\n")
-    print(f"style: {len(answers)} answers, {sum('!' in a for a in answers)} with '!'", flush=True)
+                                 "labels": {"personal": personal(a)}}) + "\n")
+    print(f"style: {len(answers)} answers, {sum(personal(a) for a in answers)} personal", flush=True)
 
 
 if __name__ == "__main__":
