@@ -25,6 +25,9 @@ COMMANDS: dict[str, str] = {
     "eval": "minirft.trust.cli:eval_command",
     "recipes": "minirft.recipes_cli:recipes_group",
     "doctor": "minirft.doctor:doctor_command",
+    "track": "minirft.trackers:track_command",
+    "export": "minirft.export:export_command",
+    "report": "minirft.report:report_command",
 }
 
 
@@ -74,6 +77,8 @@ def cli() -> None:
       minirft train recipes/polite.yaml training.steps=4
       minirft judge recipes/polite.yaml --input responses.jsonl --output scored.jsonl
       minirft watch                               # live view of the latest run
+      minirft report runs/polite-20261123-101500  # one self-contained HTML report of a run
+      minirft export runs/polite-20261123-101500 --format gguf --out polite.gguf
     """
 
 

@@ -49,6 +49,7 @@ from minirft.data import load_prompts
 from minirft.errors import MinirftError
 from minirft.events import EventLog
 from minirft.recipe import Recipe, dump_recipe, recipe_to_dict
+from minirft.trackers import open_trackers
 from minirft.rewards import build_rewards
 from minirft_kernels import grpo_token_loss
 from minirft.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -197,8 +198,9 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
     if not resume:
         write_text(run_dir / "command.txt", " ".join(argv) + "\n")
 
+    trackers = open_trackers(recipe.logging, run_dir, verbose=not quiet)  # checked before any model loads
     seed_everything(tr.seed)
-    rows = load_prompts(recipe.resolve_path(recipe.data.path))
+    rows = load_prompts(recipe.resolve_path(recipe.data.path), recipe.data.columns)
     reward_fns = build_rewards(recipe.rewards)
     policy = load_policy(recipe.policy, seed=tr.seed, base_dir=recipe.source.parent if recipe.source else None)
     params = policy.trainable_parameters()
@@ -212,7 +214,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         state = load_checkpoint(found[1], policy=policy, optimizer=optimizer, scheduler=scheduler)
         start_step, sampler.position = state["step"], state["data_position"]
 
-    log = EventLog(run_dir / "events.jsonl")
+    log = EventLog(run_dir / "events.jsonl", listeners=trackers)
     log.write("run_start", start_step, run_name=run_dir.name, recipe=recipe_to_dict(recipe),
               policy_model=recipe.policy.model, judge_model=recipe.judge.model if recipe.judge else None,
               total_steps=tr.steps, argv=argv, versions=versions(), device=device_name(policy.device),
