@@ -71,9 +71,9 @@ def validate_recipes(recipes: tuple[str, ...], overrides: tuple[str, ...]) -> No
     for name in files:
         try:
             recipe = load_recipe(find_recipe(name), overrides)
-            load_prompts(recipe.resolve_path(recipe.data.path))
+            load_prompts(recipe.resolve_path(recipe.data.path), recipe.data.columns)
             if recipe.data.eval_path:
-                load_prompts(recipe.resolve_path(recipe.data.eval_path))
+                load_prompts(recipe.resolve_path(recipe.data.eval_path), recipe.data.columns)
         except MinirftError as exc:
             failed += 1
             click.echo(f"Error: {exc}", err=True)
