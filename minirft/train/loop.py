@@ -198,7 +198,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
     if not resume:
         write_text(run_dir / "command.txt", " ".join(argv) + "\n")
 
-    trackers = open_trackers(recipe.logging, run_dir, verbose=not quiet)  # checked before any model loads
+    trackers = open_trackers(recipe.logging, run_dir)  # checked (packages present) before any model loads
     seed_everything(tr.seed)
     rows = load_prompts(recipe.resolve_path(recipe.data.path), recipe.data.columns)
     reward_fns = build_rewards(recipe.rewards)
