@@ -21,6 +21,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,9 @@ def merged_model(recipe: Any, adapter: Path) -> tuple[Any, Any, Path | None]:
     from peft import PeftModel
 
     base, tokenizer, gguf_file = load_base(recipe)
-    model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    with warnings.catch_warnings():  # transformers' deprecation notices raised from inside peft
+        warnings.simplefilter("ignore", FutureWarning)
+        model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     model.eval()
     return model, tokenizer, gguf_file
 
