@@ -250,3 +250,17 @@ def test_replay_to_trackio(tmp_path):
     assert rewards == pytest.approx({s: m["reward"] for s, m in logged_steps(run).items()})
     tables = [e for e in logs if "samples" in e]
     assert len(tables) == len(rewards) and tables[0]["samples"]["_value"][0]["rationale"]
+
+
+def test_a_failing_tracker_is_switched_off_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    from minirft import trackers
+
+    def broken(self, step, values, time):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trackers.TensorBoardSink, "scalars", broken)
+    run = fixture_copy(tmp_path)
+    replay(run, ["tensorboard", "mlflow"])
+    assert "tracker tensorboard failed (OSError: disk full); switched off" in capsys.readouterr().err
+    client, found = mlflow_run(run)
+    assert len(client.get_metric_history(found.info.run_id, "reward")) == len(logged_steps(run))
