@@ -107,7 +107,7 @@ def main() -> None:
                                 r=8, alpha=16, scale=0.03))
     keys = [k for k in rows[0] if k != "model"]
     print(f"{'measure':<44}" + "".join(f"{r['model'][:26]:>28}" for r in rows))
-    for k in keys + [k for k in rows[-1] if k not in keys]:
+    for k in keys + [k for k in rows[-1] if k not in keys and k != "model"]:
         cells = []
         for r in rows:
             v = r.get(k, "")
