@@ -246,7 +246,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .sample{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:8px 12px;margin:8px 0}
 .sample pre{white-space:pre-wrap;margin:4px 0;font:13px/1.4 ui-monospace,Menlo,Consolas,monospace;background:#f9fafb;
 padding:6px;border-radius:4px}.why{color:#374151;font-style:italic}.empty{color:#6b7280;padding:8px}
-details summary{cursor:pointer;color:#2563eb}
+details summary{cursor:pointer;color:#2563eb}.lbl{color:#6b7280;font-size:11.5px;margin-top:4px}
 """
 
 
@@ -301,7 +301,8 @@ def _sample_html(s: dict, label: str) -> str:
         why_html += f'<div class="bad">judge error: {esc(s["judge_error"])}</div>'
     return (f'<div class="sample"><b>{esc(label)}</b> — step {esc(s.get("step"))}, reward <b>{fmt(s.get("reward"), 4)}</b>, '
             f'advantage {fmt(s.get("advantage"))}<br>criteria: {crit or "—"}; rules: {rules or "—"}'
-            f'<pre>{esc(s.get("prompt"))}</pre><pre>{esc(s.get("completion"))}</pre>{why_html}</div>')
+            f'<div class="lbl">prompt</div><pre>{esc(s.get("prompt"))}</pre>'
+            f'<div class="lbl">completion</div><pre>{esc(s.get("completion"))}</pre>{why_html}</div>')
 
 
 def _eval_section(ev: dict | None) -> str:
