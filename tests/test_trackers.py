@@ -264,3 +264,25 @@ def test_a_failing_tracker_is_switched_off_and_the_others_go_on(tmp_path, monkey
     assert "tracker tensorboard failed (OSError: disk full); switched off" in capsys.readouterr().err
     client, found = mlflow_run(run)
     assert len(client.get_metric_history(found.info.run_id, "reward")) == len(logged_steps(run))
+
+
+def test_a_resumed_run_continues_the_same_tracker_runs(tmp_path):
+    from minirft.train.loop import train
+
+    make_tiny_model(tmp_path / "model")
+    write_prompts(tmp_path / "prompts.jsonl")
+    data = {
+        "name": "resumed", "policy": {"model": str(tmp_path / "model"), "lora": {"r": 4, "alpha": 8}},
+        "rewards": [{"type": "python", "name": "letters", "function": "train_fixtures:toy_reward"}],
+        "data": {"path": str(tmp_path / "prompts.jsonl")},
+        "generation": {"group_size": 2, "max_new_tokens": 4},
+        "training": {"steps": 2, "prompts_per_step": 1}, "checkpoint": {"every": 1},
+        "logging": {"report_to": ["tensorboard", "mlflow"]},
+    }
+    run = train(validate_recipe(data), tmp_path / "run", quiet=True)
+    data["training"]["steps"] = 4
+    train(validate_recipe(data), run, resume=True, quiet=True)
+    client, found = mlflow_run(run)  # one MLflow run (mlflow_run unpacks exactly one)
+    assert found.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(found.info.run_id, "reward")) == [1, 2, 3, 4]
+    assert sorted(e.step for e in tb_reader(run).Scalars("reward")) == [1, 2, 3, 4]
