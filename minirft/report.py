@@ -90,11 +90,9 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     raw = (hi - lo) / max(1, n)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.floor(lo / step) * step
-    ticks, t = [], start
-    while t <= hi + step * 0.5:
-        ticks.append(round(t, 10))
-        t += step
+    ticks = [round(math.floor(lo / step) * step, 10)]
+    while ticks[-1] < hi - step * 1e-9:  # the last tick at or above the highest value
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
