@@ -26,6 +26,7 @@ from minirft.recipe import validate_recipe  # noqa: E402
 from minirft.trackers import SAMPLE_COLUMNS, Trackers, replay, tracker_metrics  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tui_runs" / "polite-20261123-010000"
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # the tests read the run dir's own store
 
 
 def fixture_copy(tmp_path: Path) -> Path:
