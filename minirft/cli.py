@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "eval": "minirft.commands.eval:eval_command",
     "recipes": "minirft.commands.recipes:recipes_group",
     "doctor": "minirft.commands.doctor:doctor_command",
+    "track": "minirft.commands.track:track_command",
+    "export": "minirft.commands.export:export_command",
+    "report": "minirft.commands.report:report_command",
 }
 
 
@@ -88,6 +91,8 @@ def cli(verbose: bool) -> None:
       minirft judge recipes/polite.yaml --input responses.jsonl --output scored.jsonl
       minirft watch                               # live view of the latest run
       minirft -v train recipes/polite.yaml        # with third-party warnings and progress bars
+      minirft report runs/polite-20261123-101500  # one self-contained HTML report of a run
+      minirft export runs/polite-20261123-101500 --format gguf --out polite.gguf
     """
 
 

@@ -1,22 +1,31 @@
-"""Prompt datasets: JSONL, one row per line.
+"""Prompt datasets: JSONL, JSON, CSV, Parquet or a local Hugging Face ``datasets`` folder.
 
 A row has either ``prompt`` (a string) or ``messages`` (a chat: a list of ``{role, content}`` whose
 last turn is the user's), an optional ``reference`` (a reference answer, given to the judge and to
-rule checks) and any other columns, which are passed through to reward functions by name.
+rule checks) and any other columns, which are passed through to reward functions by name. The three
+column names can be changed (``data.columns.prompt|messages|reference`` in the recipe).
 
-Any bad line is an error naming the file and the line number.
+The format follows the path: ``.json`` (an array of objects, or ``{"<split>": [...]}`` with one
+array), ``.csv`` / ``.tsv`` (a header row; a ``messages`` cell holds the chat as JSON text; an empty
+cell is a missing value), ``.parquet`` (pyarrow), a folder written by ``Dataset.save_to_disk``
+(``datasets.load_from_disk``: local files only, never a hub download); anything else is JSONL.
+A bad row is an error naming the file and its line (JSONL, JSON, CSV) or its row number (Parquet,
+datasets folders, counted from 1).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from minirft.errors import MinirftError, not_utf8
 
 ROLES = {"system", "user", "assistant"}
+CANONICAL = ("prompt", "messages", "reference")
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,7 @@ class PromptRow:
     messages: tuple[dict, ...]  # normalised chat; a plain `prompt` becomes one user turn
     reference: str | None = None
     columns: dict[str, Any] = field(default_factory=dict)  # every other field of the row
-    line: int = 0
+    line: int = 0  # the line in a text file (JSONL, JSON, CSV), else the row number from 1
 
     @property
     def prompt(self) -> str:
@@ -58,7 +67,117 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
+def iter_json(path: Path) -> Iterator[tuple[str, int, dict]]:
+    """A JSON array of row objects (or an object holding exactly one such array), each with its line."""
+    text = path.read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MinirftError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if isinstance(doc, dict):
+        arrays = [k for k, v in doc.items() if isinstance(v, list)]
+        if len(arrays) != 1:
+            raise MinirftError(f"{path}: expected a JSON array of row objects (or an object with one array)")
+        found = re.search(r"%s\s*:\s*\[" % re.escape(json.dumps(arrays[0])), text)
+        start = found.end() - 1 if found else text.index("[")
+    elif isinstance(doc, list):
+        start = text.index("[")
+    else:
+        raise MinirftError(f"{path}: expected a JSON array of row objects, got {type(doc).__name__}")
+    # Walk the array with raw_decode to know where each element starts, hence its line number.
+    pos = start + 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return
+        obj, end = decoder.raw_decode(text, pos)
+        lineno = text.count("\n", 0, pos) + 1
+        if not isinstance(obj, dict):
+            raise MinirftError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield f"{path}:{lineno}", lineno, obj
+        pos = end
+
+
+def iter_csv(path: Path) -> Iterator[tuple[str, int, dict]]:
+    """Rows of a CSV (TSV for ``.tsv``) with a header; an empty cell is a missing value."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        start = 2
+        for raw in reader:
+            where = f"{path}:{start}"
+            if None in raw:
+                raise MinirftError(f"{where}: more cells than header columns ({len(reader.fieldnames or [])})")
+            yield where, start, {k: v for k, v in raw.items() if v not in ("", None)}
+            start = reader.line_num + 1
+
+
+def iter_parquet(path: Path) -> Iterator[tuple[str, int, dict]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MinirftError(f"{path}: reading Parquet needs pyarrow: pip install 'minirft[data]'") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError family
+        raise MinirftError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    for i, row in enumerate(table.to_pylist(), start=1):
+        yield f"{path}: row {i}", i, row
+
+
+def iter_hf_dataset(path: Path) -> Iterator[tuple[str, int, dict]]:
+    """A folder written by ``Dataset.save_to_disk`` (or a DatasetDict with a single split)."""
+    import os
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # load_from_disk is local anyway; belt and braces
+    try:
+        import datasets
+    except ImportError:
+        raise MinirftError(f"{path}: reading a datasets folder needs `datasets`: pip install 'minirft[data]'") from None
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise MinirftError(f"{path}: not a datasets save_to_disk folder ({str(exc).splitlines()[0]})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds)
+        if len(splits) != 1:
+            raise MinirftError(f"{path}: a DatasetDict with splits {splits}; point data.path at {path}/<split>")
+        path, ds = path / splits[0], ds[splits[0]]
+    for i, row in enumerate(ds, start=1):
+        yield f"{path}: row {i}", i, row
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[str, int, dict]]:
+    """(where, line or row number, row object) for each row of a data file or folder, by its format."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            yield from iter_hf_dataset(path)
+            return
+        raise MinirftError(f"{path}: a folder, but not one written by datasets' save_to_disk "
+                           "(no dataset_info.json or dataset_dict.json)")
+    if not path.is_file():
+        raise MinirftError(f"{path}: no such data file")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        yield from iter_json(path)
+    elif suffix in (".csv", ".tsv"):
+        yield from iter_csv(path)
+    elif suffix in (".parquet", ".pq"):
+        yield from iter_parquet(path)
+    else:
+        for lineno, obj in iter_jsonl(path):
+            yield f"{path}:{lineno}", lineno, obj
+
+
 def parse_messages(value: Any, where: str) -> tuple[dict, ...]:
+    if isinstance(value, str):  # a CSV cell holds the chat as JSON text
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise MinirftError(f"{where}: `messages` must be a JSON list of {{role, content}} objects") from None
     if not isinstance(value, list) or not value:
         raise MinirftError(f"{where}: `messages` must be a non-empty list of {{role, content}} objects")
     out = []
@@ -90,8 +209,34 @@ def parse_row(obj: dict, where: str, lineno: int = 0) -> PromptRow:
     return PromptRow(messages, None if reference is None else str(reference), columns, lineno)
 
 
-def load_prompts(path: str | Path) -> list[PromptRow]:
-    rows = [parse_row(obj, f"{path}:{lineno}", lineno) for lineno, obj in iter_jsonl(path)]
+def _rename(obj: dict, columns: Mapping[str, str] | None, tabular: bool) -> dict:
+    """The row with the user's column names mapped to prompt/messages/reference. In a table every
+    column is in every row, so a null in one of the three means "absent" there."""
+    out = dict(obj)
+    if columns:
+        for canonical in CANONICAL:
+            source = columns.get(canonical, canonical)
+            if source != canonical:
+                out.pop(canonical, None)  # an unrelated column that happens to bear the name
+                if source in out:
+                    out[canonical] = out.pop(source)
+    if tabular:
+        for canonical in CANONICAL:
+            if canonical in out and out[canonical] is None:
+                del out[canonical]
+    return out
+
+
+def load_prompts(path: str | Path, columns: Mapping[str, str] | Any | None = None) -> list[PromptRow]:
+    """Every row of a data file or folder. ``columns`` maps prompt/messages/reference to the names the
+    data uses (a dict, or the recipe's ``data.columns``)."""
+    if columns is not None and not isinstance(columns, Mapping):
+        columns = columns.model_dump()
+    path = Path(path)
+    tabular = path.is_dir() or path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq")
+    rows = [parse_row(_rename(obj, columns, tabular), where, lineno) for where, lineno, obj in iter_records(path)]
     if not rows:
-        raise MinirftError(f"{path}: no rows (expected JSONL with a `prompt` or `messages` per line)")
+        names = columns or {}
+        raise MinirftError(f"{path}: no rows (expected rows with a `{names.get('prompt', 'prompt')}` or "
+                           f"`{names.get('messages', 'messages')}` column)")
     return rows

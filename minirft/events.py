@@ -10,6 +10,9 @@ Every record has ``type``, ``time`` (unix seconds) and ``step``. Types:
 - ``event``: ``kind`` (checkpoint, nan_skip, judge_error, resume, warning, …) and ``message``
 - ``run_end``: ``status`` (finished, stopped, failed) and a final ``message``
 
+Listeners given to :class:`EventLog` (the experiment trackers of ``logging.report_to``,
+``minirft.trackers``) are called with each record as it is written, parsed back from its line.
+
 The trainer is the only writer; the TUI, ``minirft watch`` and ``minirft report`` only read, so they
 work on a live run and a finished one alike. Readers ignore a partial last line until it completes,
 and count (``EventReader.skipped``) any other line they cannot read, so a viewer can say so. A writer
@@ -31,20 +34,24 @@ EVENT_TYPES = ("run_start", "step", "sample", "event", "run_end")
 class EventLog:
     """Appends records to ``<run_dir>/events.jsonl``; each line is written whole and flushed."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, listeners: Any = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repaired = _cut_partial_line(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")
+        self.listeners = list(listeners)  # callables fed each record (and closed with the log)
 
     def write(self, type: str, step: int, **fields: Any) -> dict:
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
         record = {"type": type, "time": round(time.time(), 3), "step": step, **fields}
         # One write call per line keeps lines whole even if the process is killed mid-run.
-        self._fh.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+        line = json.dumps(record, ensure_ascii=False, default=_jsonable)
+        self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        for listener in self.listeners:
+            listener(json.loads(line))
         return record
 
     def event(self, step: int, kind: str, message: str, **fields: Any) -> dict:
@@ -53,6 +60,9 @@ class EventLog:
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+        for listener in self.listeners:
+            getattr(listener, "close", lambda: None)()
+        self.listeners = []
 
     def __enter__(self) -> "EventLog":
         return self

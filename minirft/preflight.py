@@ -99,7 +99,7 @@ def check_data(recipe: Recipe) -> list[PromptRow]:
         path = recipe.resolve_path(value)
         if not path.exists():
             raise MinirftError(f"{recipe.where('data', key)}: data.{key}: no such data file {path}")
-        rows = load_prompts(path)
+        rows = load_prompts(path, recipe.data.columns)
         if key == "path":
             out = rows
     return out

@@ -284,10 +284,20 @@ RewardConfig = Annotated[
 
 
 # ----------------------------------------------------------------------------------------- data
+class DataColumns(Section):
+    """The names the data uses for the three columns minirft reads (other columns pass through)."""
+
+    prompt: str = "prompt"
+    messages: str = "messages"
+    reference: str = "reference"
+
+
 class DataConfig(Section):
-    """Prompt rows as JSONL: `prompt` (text) or `messages` (chat), optional `reference`, any columns."""
+    """Prompt rows: `prompt` (text) or `messages` (chat), optional `reference`, any columns. JSONL, JSON,
+    CSV/TSV, Parquet or a local `datasets` save_to_disk folder (minirft/data.py)."""
 
     path: str
+    columns: DataColumns = Field(default_factory=DataColumns)
     shuffle: bool = True
     eval_path: str | None = None
     # Rule checks that `minirft eval` measures on the held-out prompts (base vs tuned) and that never
@@ -331,9 +341,26 @@ class CheckpointConfig(Section):
     keep_last: int = Field(2, ge=1)
 
 
+TrackerName = Literal["tensorboard", "mlflow", "wandb", "trackio"]
+
+
 class LoggingConfig(Section):
     # Sample rows written to events.jsonl per step (these get rationales when judge.rationales=shown).
     samples_per_step: int = Field(4, ge=0)
+    # Experiment trackers fed from the event stream (minirft/trackers.py); each an optional extra.
+    # A single name, a list, or "none". TensorBoard/MLflow/W&B write under the run dir, offline.
+    report_to: list[TrackerName] = Field(default_factory=list)
+    # The W&B / Trackio project and the MLflow experiment.
+    project: str = "minirft"
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if v is None or v == "none":
+            return []
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
 
 
 class Recipe(Section):

@@ -194,7 +194,7 @@ def c_data_empty(w, d):
 def c_data_is_a_folder(w, d):
     (d / "folder.jsonl").mkdir()
     p = recipe_with(w, d, data={"path": "folder.jsonl"})
-    return ["recipes", "validate", p], 1, [r"folder.jsonl: is a folder, not a JSONL data file"]
+    return ["recipes", "validate", p], 1, [r"folder.jsonl: a folder, but not one written by datasets' save_to_disk"]
 
 
 # -- overrides

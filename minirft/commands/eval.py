@@ -66,7 +66,7 @@ def evaluate(recipe: Recipe, adapter: Path, *, data: Path | None = None, checks:
     path = data or (recipe.resolve_path(recipe.data.eval_path) if recipe.data.eval_path else None)
     if path is None:
         raise MinirftError("eval: the recipe has no data.eval_path; pass --prompts PATH")
-    rows = load_prompts(path)[:limit]
+    rows = load_prompts(path, recipe.data.columns)[:limit]
     rule_cfgs = list(recipe.rewards) + list(recipe.data.eval_checks)
     if checks:
         from pydantic import TypeAdapter

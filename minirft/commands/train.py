@@ -21,8 +21,11 @@ from minirft.errors import MinirftError
 @click.option("--tui", is_flag=True, help="Train in a child process and watch it live in the terminal UI.")
 @click.option("--run-dir", "run_dir", type=click.Path(path_type=Path), default=None,
               help="Exact run directory (default: <recipe.run_dir>/<name>-<YYYYmmdd-HHMMSS>).")
+@click.option("--report-to", "report_to", default=None, metavar="TRACKERS",
+              help="Experiment trackers, comma-separated: tensorboard, mlflow, wandb, trackio, or none "
+                   "(sets logging.report_to).")
 def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool, tui: bool,
-                  run_dir: Path | None) -> None:
+                  run_dir: Path | None, report_to: str | None) -> None:
     """Train a LoRA adapter with GRPO on RECIPE, with dotted key=value overrides.
 
     \b
@@ -33,6 +36,7 @@ def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool
       minirft train --resume runs/polite-20261123-101500
       minirft train --resume runs/polite-20261123-101500 training.steps=40   # extend a run
       minirft train --resume runs/polite-20261123-101500 --from-scratch      # no usable checkpoint
+      minirft train recipes/polite.yaml --report-to tensorboard,mlflow       # also log to trackers
 
     Progress goes to stderr, one line per step; everything else to RUN_DIR/events.jsonl.
     """
@@ -44,6 +48,8 @@ def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool
         recipe_arg, overrides = args[0], list(args[1:])
     if from_scratch and resume is None:
         raise click.UsageError("--from-scratch goes with --resume RUN_DIR")
+    if report_to is not None:
+        overrides.append(f"logging.report_to={report_to}")
     if resume is not None:
         if not (resume / "recipe.resolved.yaml").is_file():
             raise MinirftError(f"{resume}: not a run directory (no recipe.resolved.yaml)")

@@ -49,6 +49,7 @@ from minirft.errors import MinirftError
 from minirft.events import EventLog
 from minirft.preflight import check_recipe
 from minirft.recipe import Recipe, dump_recipe, recipe_to_dict
+from minirft.trackers import check_available, open_trackers
 from minirft.rewards import build_rewards
 from minirft.stats import mean_of
 from minirft_kernels import grpo_token_loss
@@ -223,6 +224,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         else:
             say(f"resuming {run_dir} from checkpoint {resume_from.path.name}")
 
+    check_available(recipe.logging.report_to or [])  # a tracker's package is missing: said before any model loads
     seed_everything(tr.seed)
     policy = load_policy(recipe.policy, seed=tr.seed, base_dir=recipe.source.parent if recipe.source else None)
     params = policy.trainable_parameters()
@@ -389,7 +391,7 @@ def _start_run(recipe: Recipe, run_dir: Path, *, resume: bool, argv: list[str],
     before = command.read_text(errors="replace") if resume and command.is_file() else ""
     write_text(command, before + " ".join(argv) + "\n")
     say(f"run dir: {run_dir}")
-    return EventLog(run_dir / "events.jsonl")
+    return EventLog(run_dir / "events.jsonl", listeners=open_trackers(recipe.logging, run_dir))
 
 
 def _main_thread() -> bool:
