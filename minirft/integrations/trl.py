@@ -79,22 +79,23 @@ def consecutive_groups(rows: Sequence[PromptRow]) -> list[list[int]]:
 
 
 def _world() -> tuple[int, int]:
-    """(process index, number of processes) of the running accelerate / torch.distributed job."""
+    """(process index, number of processes) of the running accelerate job (TRL's), else (0, 1)."""
     try:
-        import torch.distributed as dist
+        from accelerate.state import PartialState
 
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-    except ImportError:  # pragma: no cover - torch is a dependency
+        if PartialState._shared_state:  # initialised by TRL's Accelerator; never created here
+            state = PartialState()
+            return state.process_index, state.num_processes
+    except ImportError:  # pragma: no cover - accelerate is a dependency
         pass
     return 0, 1
 
 
-def _gather(obj: Any) -> list:
-    """Every process's ``obj`` (a list), concatenated in rank order."""
+def _gather(items: list) -> list:
+    """Every process's ``items``, concatenated in rank order (a collective: every process calls it)."""
     from accelerate.utils import gather_object
 
-    return gather_object([obj])
+    return gather_object(list(items))
 
 
 class JudgeReward:
@@ -184,10 +185,9 @@ class JudgeReward:
                     f"judge.mode: preference under {world} processes: a prompt's group of {G} completions can be "
                     "split across processes, and judge_reward(gather=False) does not gather them; use gather=True "
                     "or one process")
-            sizes = _gather(len(rows))
+            sizes = _gather([len(rows)])
             offset = sum(sizes[:rank])
-            all_rows = _gather(rows)  # gather_object flattens the per-process lists in rank order
-            all_texts = _gather(texts)
+            all_rows, all_texts = _gather(rows), _gather(texts)
         n = len(all_rows)
         if n % G:
             raise MinirftError(f"judge.mode: preference needs whole groups: {n} completions in the batch is not a "
