@@ -234,6 +234,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
                 log.event(step, "nan_skip", f"non-finite {upd['skipped']}: step skipped, adapter unchanged")
             metrics = step_metrics(recipe, batch, upd, lr=optimizer.param_groups[0]["lr"], update_s=update_s,
                                    step_s=time.perf_counter() - t_step)
+            metrics.update(_judge_counters(judge))  # judge.cache hits/misses, http requests/latency/tokens
             log.write("step", step, metrics=metrics)
             for sample in sample_rows(recipe, batch):
                 log.write("sample", step, **sample)
@@ -271,6 +272,12 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         if own_judge and judge is not None and hasattr(judge, "close"):
             judge.close()
     return run_dir
+
+
+def _judge_counters(judge: Any) -> dict:
+    from minirft.judge.cache import take_judge_metrics
+
+    return take_judge_metrics(judge) if judge is not None else {}
 
 
 def _main_thread() -> bool:

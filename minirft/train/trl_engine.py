@@ -191,9 +191,12 @@ class StepRecorder:
         self.prompts, self.completions, self.scores = [r.prompt for r in rows], list(texts), list(scores)
         self.judge_s += seconds
 
-    def snapshot(self, rank: int) -> dict:
+    def snapshot(self, rank: int, judge: Any = None) -> dict:
+        from minirft.judge.cache import take_judge_metrics
+
         n = len(self.completions)
-        return {"rank": rank, "prompts": self.prompts, "completions": self.completions, "judge_s": self.judge_s,
+        counters = take_judge_metrics(judge) if judge is not None else {}
+        return {"rank": rank, "counters": counters, "prompts": self.prompts, "completions": self.completions, "judge_s": self.judge_s,
                 "scores": [(s.reward, dict(s.criteria), s.rationale, dict(s.criterion_rationales), s.error)
                            for s in self.scores] or [None] * n,
                 "rules": {k: list(v) for k, v in self.rules.items()}}
@@ -210,7 +213,7 @@ def _versions() -> dict:
 
 
 def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log: EventLog | None, rank: int,
-                     world: int, quiet: bool):
+                     world: int, quiet: bool, judge_state: Any = None):
     from transformers import TrainerCallback
 
     judge_w = recipe.judge_weight
@@ -225,7 +228,7 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
             self.t_step = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            snap = recorder.snapshot(rank)
+            snap = recorder.snapshot(rank, getattr(judge_state, "_judge", None))
             if world > 1:  # a collective: every process reaches on_step_end once per optimizer step
                 from accelerate.utils import gather_object
 
@@ -260,6 +263,10 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
             m["judge/processes"] = len({s["rank"] for s in samples if s["judged"]})
             m["judge_errors"] = sum(1 for s in samples if s["judge_error"])
             m["processes"] = world
+            for part in self.parts:  # the judge backends' counters, summed over processes
+                for k, v in part.get("counters", {}).items():
+                    if isinstance(v, (int, float)):
+                        m[k] = (m.get(k) or 0) + v if not k.endswith(("_s", "max_s")) else max(m.get(k) or 0, v)
             log.write("step", step, metrics=m)
             for s in self._shown(samples):
                 log.write("sample", step, **s)
@@ -377,7 +384,8 @@ def train_trl(recipe: Recipe, run_dir: Path, *, argv: list[str] | None = None, q
     try:
         trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                               processing_class=tok, peft_config=peft_config,
-                              callbacks=[_events_callback(recipe, run_dir, recorder, log, rank, world, quiet)])
+                              callbacks=[_events_callback(recipe, run_dir, recorder, log, rank, world, quiet,
+                                                         judge_state)])
         if not verbose:
             from transformers.trainer_callback import PrinterCallback
 
