@@ -260,3 +260,17 @@ def test_preference_service_compare_and_group_scores(tiny_gguf):
         server.server_close()
         service.close()
         judge.close()
+
+
+def test_verl_reward_functions_call_the_service(served, local, monkeypatch):
+    from minirft.integrations import verl
+
+    monkeypatch.setenv(verl.URL_ENV, f"http://127.0.0.1:{served}")
+    out = verl.compute_score_batch(["d", "d"], ["4", "five"], ["4", "4"],
+                                   [{"prompt": "What is 2+2?"}, {"question": "What is 2+2?"}])
+    row = parse_row({"prompt": "What is 2+2?", "reference": "4"}, "t")
+    want = local.score_groups([row], [["4", "five"]])[0]
+    assert [o["score"] for o in out] == pytest.approx([w.reward for w in want], abs=1e-6)
+    assert out[0]["criteria/answers"] == pytest.approx(want[0].criteria["answers"], abs=1e-6)
+    one = verl.compute_score("d", "4", "4", {"prompt": "What is 2+2?"})
+    assert one["score"] == pytest.approx(want[0].reward, abs=1e-6) and one["judge_error"] == 0
