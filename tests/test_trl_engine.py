@@ -61,12 +61,17 @@ def test_one_process_then_watch_and_eval(tmp_path, tiny_gguf):
 
 
 def test_unmappable_key_is_an_error_naming_it(tmp_path, tiny_gguf):
+    from click.testing import CliRunner
+
+    from minirft.cli import cli
+
     recipe = tiny_recipe(tmp_path, tiny_gguf, policy={"max_prompt_tokens": 256})
-    res = run([sys.executable, "-m", "minirft", "train", str(recipe), "--engine", "trl",
-               "--run-dir", str(tmp_path / "r")])
-    assert res.returncode == 1
-    line = res.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"Error: {recipe}:") and "policy.max_prompt_tokens" in line and "Traceback" not in res.stderr
-    res = run([sys.executable, "-m", "minirft", "train", str(recipe), "--engine", "trl", "policy.backend=unsloth",
-               "--run-dir", str(tmp_path / "r")])
-    assert res.returncode == 1 and "policy.backend" in res.stderr
+    res = CliRunner().invoke(cli, ["train", str(recipe), "--engine", "trl", "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {recipe}:") and "policy.max_prompt_tokens" in line
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    res = CliRunner().invoke(cli, ["train", str(recipe), "--engine", "trl", "policy.backend=unsloth",
+                                   "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "policy.backend" in res.output
+    assert not (tmp_path / "r").exists()  # nothing written for a recipe that cannot run

@@ -331,6 +331,7 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
 def train_trl(recipe: Recipe, run_dir: Path, *, argv: list[str] | None = None, quiet: bool = False,
               verbose: bool = False) -> Path:
     """Train ``recipe`` with TRL's GRPOTrainer into ``run_dir`` (minirft's run-dir layout)."""
+    check_mappable(recipe)  # before any import: a recipe error costs nothing
     if not verbose:
         _quiet_third_party()
     try:
@@ -341,7 +342,6 @@ def train_trl(recipe: Recipe, run_dir: Path, *, argv: list[str] | None = None, q
         raise MinirftError(f"--engine trl needs TRL ({exc}): pip install 'minirft[trl]'") from None
     from minirft.train.loop import absolutise
 
-    check_mappable(recipe)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     main = rank == 0
