@@ -274,3 +274,21 @@ def test_verl_reward_functions_call_the_service(served, local, monkeypatch):
     assert out[0]["criteria/answers"] == pytest.approx(want[0].criteria["answers"], abs=1e-6)
     one = verl.compute_score("d", "4", "4", {"prompt": "What is 2+2?"})
     assert one["score"] == pytest.approx(want[0].reward, abs=1e-6) and one["judge_error"] == 0
+
+
+def test_a_cached_service_answers_a_repeated_row_from_the_cache(tiny_gguf, tmp_path):
+    judge = build_judge(_cfg(tiny_gguf, cache=str(tmp_path / "c.sqlite")))
+    service = JudgeService(judge)
+    server, port = _serve_in_thread(service)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        body = {"rows": [{"prompt": "Say hi.", "response": "Hello!"}]}
+        first, second = _post(c, "/score", body)[1], _post(c, "/score", body)[1]
+        assert first == second
+        h = service.health()
+        assert h["cache_hits"] == 2 and h["cache_misses"] == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        service.close()
+        judge.close()

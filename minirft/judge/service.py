@@ -99,6 +99,9 @@ class JudgeService:
     def health(self) -> dict:
         with self._lock:
             stats = dict(self.stats)
+        ev = getattr(self.judge, "evaluator", None)
+        if hasattr(ev, "hits"):  # judge.cache: totals since the service started
+            stats.update(cache_hits=ev.hits, cache_misses=ev.misses)
         return {"status": "ok", "mode": self.mode, "model": self.model, "queue": self.queue.qsize(),
                 "batching": self.cfg.batching, **stats}
 
