@@ -75,3 +75,14 @@ def test_unmappable_key_is_an_error_naming_it(tmp_path, tiny_gguf):
                                    "--run-dir", str(tmp_path / "r")])
     assert res.exit_code == 1 and "policy.backend" in res.output
     assert not (tmp_path / "r").exists()  # nothing written for a recipe that cannot run
+
+
+def test_without_trl_the_error_names_the_extra(tmp_path, tiny_gguf, monkeypatch):
+    from click.testing import CliRunner
+
+    from minirft.cli import cli
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # `import trl` now raises ImportError
+    recipe = tiny_recipe(tmp_path, tiny_gguf)
+    res = CliRunner().invoke(cli, ["train", str(recipe), "--engine", "trl", "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "pip install 'minirft[trl]'" in res.output.strip().splitlines()[-1]
