@@ -7,7 +7,8 @@ naming the key (see :data:`UNMAPPABLE`); nothing is silently dropped.
 
 The run dir is minirft's: ``recipe.resolved.yaml``, ``command.txt``, ``events.jsonl`` in minirft's schema
 (``run_start``, one ``step`` per optimizer step with TRL's metrics under minirft's names plus the judge's
-``criteria/<name>``, ``sample`` rows with rationales, ``checkpoint`` events, ``run_end``) and the final LoRA
+``criteria/<name>``, ``sample`` rows with rationales, ``checkpoint`` events, the reward-hacking
+detectors' ``warning`` events, ``run_end``) and the final LoRA
 ``adapter/``, so ``minirft watch`` and ``minirft eval`` work on it. TRL's own checkpoints go to
 ``checkpoints/``. Under several processes (``accelerate launch --num_processes N``) every process judges
 its own completions; rank 0 gathers them (accelerate ``gather_object``) and is the only writer.
@@ -220,12 +221,16 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
     weights = {r.name: r.weight for r in recipe.rewards}
     G = recipe.generation.group_size
 
+    from minirft.train.monitor import RunMonitor
+
     class MinirftEvents(TrainerCallback):
         """events.jsonl in minirft's schema, written by rank 0 from every process's judged samples."""
 
         def __init__(self) -> None:
             self.parts: list[dict] = []
             self.t_step = time.perf_counter()
+            # the reward-hacking and drift detectors, on every completion of the step (all processes)
+            self.monitor = RunMonitor([c.question for c in recipe.judge.criteria] if recipe.judge else [])
 
         def on_step_end(self, args, state, control, **kw):
             snap = recorder.snapshot(rank, getattr(judge_state, "_judge", None))
@@ -270,6 +275,11 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
             log.write("step", step, metrics=m)
             for s in self._shown(samples):
                 log.write("sample", step, **s)
+            for alert in self.monitor.update(step, samples, m):
+                log.event(step, "warning", alert.message, detector=alert.detector, value=alert.value)
+                if not quiet:
+                    print(f"step {step}/{recipe.training.steps}  warning [{alert.detector}] {alert.message}",
+                          file=sys.stderr, flush=True)
             if not quiet:
                 r = m.get("reward")
                 print(f"step {step}/{recipe.training.steps}  reward {'—' if r is None else format(r, '.3f')}  "
