@@ -121,12 +121,21 @@ class FewShotExample(Section):
 
 
 class HttpJudgeConfig(Section):
-    """An OpenAI-compatible completion server (llama.cpp's server, vLLM)."""
+    """An OpenAI-compatible server (vLLM, llama.cpp's server, llama-cpp-python's, hosted APIs)."""
 
     url: str = "http://127.0.0.1:8080/v1"
     model: str | None = None
+    # completions: legacy /completions with `logprobs: K` (the prompt is sent as laid out);
+    # chat: /chat/completions with `logprobs: true, top_logprobs: K` (the server applies its chat template).
+    api: Literal["completions", "chat"] = "completions"
+    top_logprobs: int = Field(20, ge=1)  # OpenAI allows up to 20; vLLM's default cap is 20
     timeout_s: float = Field(60.0, gt=0)
-    api_key_env: str | None = None
+    # The NAME of an environment variable holding the API key (never the key itself).
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_concurrency: int = Field(8, ge=1, le=256)  # requests in flight at once
+    # HTTP-level retries on 429, 5xx and connection errors, waiting backoff_s, 2·backoff_s, … (or Retry-After).
+    max_retries: int = Field(4, ge=0)
+    backoff_s: float = Field(0.5, ge=0)
 
 
 class PanelMember(Section):
@@ -187,6 +196,9 @@ class JudgeConfig(Section):
     # applied to each criterion's P(yes) (rubric) or to the swap-averaged P(A better) (preference).
     # (Deprecated name: calibration.)
     platt: str | None = None
+    # SQLite file of judge results keyed by judge model + method + full query text (relative to the
+    # recipe): an identical query is answered from it (eval of base vs tuned, resumed runs, the service).
+    cache: str | None = None
     # torch backend: reuse the policy's base with the adapter disabled as the judge (self-judging).
     # No extra memory, but a known bias risk: the judge shares the policy's base, so it tends to
     # prefer its own style and can be gamed by what the policy learns. Use for cheap experiments;
@@ -525,6 +537,8 @@ def validate_recipe(
             raise MinirftError(f"{recipe.where('judge', 'platt')}: judge.platt: no such file {cal} "
                                "(write it with minirft calibrate --fit)")
         recipe.judge.platt = str(cal)
+    if recipe.judge is not None and recipe.judge.cache:
+        recipe.judge.cache = str(recipe.resolve_path(recipe.judge.cache))
     return recipe
 
 

@@ -240,3 +240,22 @@ def test_torch_backend_equals_llama_cpp_on_the_same_f32_model(tiny_gguf):
             np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=2e-3, atol=1e-3)
     finally:
         ll.close()
+
+
+def test_judge_cache_serves_contrast_scores_without_decoding_again(tiny_gguf, tmp_path):
+    cfg = JudgeConfig(model=tiny_gguf, criteria=[POLITE], n_threads=1, n_ctx=1024, rationales="none",
+                      deterministic=True, cache=str(tmp_path / "judge.sqlite"))
+    first = build_judge(cfg)
+    try:
+        a = first.score_groups([ROW], [GROUP])[0]
+    finally:
+        first.close()
+    again = build_judge(cfg)
+    try:
+        b = again.score_groups([ROW], [GROUP])[0]
+        assert [s.criteria for s in b] == [s.criteria for s in a]
+        assert [s.attributions for s in b] == [s.attributions for s in a]
+        assert again.evaluator.hits == 2 * len(GROUP) and again.evaluator.misses == 0
+        assert again.evaluator.inner._engine is None  # the model never even loaded
+    finally:
+        again.close()

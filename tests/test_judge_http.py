@@ -102,7 +102,9 @@ def test_http_preference_is_swap_symmetric(server):
 
 def test_http_unreachable_server_gives_error_scores(server):
     model, _ = server
-    j = build_judge(_cfg(model, f"http://127.0.0.1:{_free_port()}/v1", retries=1))
+    cfg = _cfg(model, f"http://127.0.0.1:{_free_port()}/v1", retries=1)
+    cfg.http.backoff_s = 0.01  # connection errors are retried with backoff (judge.http.max_retries); keep it short
+    j = build_judge(cfg)
     try:
         scores = j.score_groups([ROW], [GROUP])[0]
         assert all(s.reward is None and "judge server" in s.error for s in scores)

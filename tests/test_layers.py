@@ -15,6 +15,7 @@ FORBIDDEN = [
     ("judge", ("minirft.train", "minirft.commands", "minirft.cli", "minirft.tui")),
     ("train", ("minirft.tui", "minirft.commands", "minirft.cli")),
     ("tui", ("minirft.train", "minirft.judge", "minirft.commands", "minirft.cli")),
+    ("integrations", ("minirft.train", "minirft.commands", "minirft.cli", "minirft.tui")),
 ]
 BASE = ("recipe.py", "data.py", "models.py", "events.py", "rewards.py", "stats.py", "atomic.py", "errors.py")
 

@@ -79,6 +79,7 @@ def collect() -> dict:
         "transformers": _version("transformers"),
         "peft": _version("peft"),
         "triton": _version("triton"),
+        "trl": _version("trl"),
         "textual": _version("textual"),
         "llama_cpp": llama_cpp_status(),
         "models": installed_models(),
@@ -101,6 +102,8 @@ def render(info: dict) -> list[str]:
         f"bitsandbytes      {info['bitsandbytes'] or 'not installed'}",
         f"transformers      {info['transformers'] or 'not installed'}   peft {info['peft'] or 'not installed'}",
         f"triton            {info['triton'] or 'not installed'}",
+        f"trl               {info['trl'] or 'not installed'}" + (" (--engine trl)" if info["trl"] else
+                                                                 " (--engine trl needs: pip install 'minirft[trl]')"),
     ]
     if not lc.get("installed"):
         lines.append("llama-cpp-python  not installed")

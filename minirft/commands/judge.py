@@ -106,7 +106,13 @@ def summary(rows: list[dict], mode: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
-@click.command("judge", context_settings={"help_option_names": ["-h", "--help"]})
+def _judge_command_class():
+    from minirft.commands.judge_serve import JudgeCommand  # `minirft judge serve RECIPE` (the HTTP service)
+
+    return JudgeCommand
+
+
+@click.command("judge", cls=_judge_command_class(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("recipe")
 @click.argument("overrides", nargs=-1)
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -123,6 +129,7 @@ def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, out
       minirft judge recipes/polite.yaml --input responses.jsonl --output scored.jsonl
       minirft judge polite judge.deterministic=true --input r.jsonl --output s.jsonl --rationales
       minirft judge recipes/preference.yaml --input pairs.jsonl --output scored.jsonl
+      minirft judge serve recipes/polite.yaml --port 8700     # the judge as an HTTP service
 
     \b
     Rubric rows:      {"prompt": "...", "response": "...", "reference": "..." (optional)}

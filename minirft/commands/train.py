@@ -24,8 +24,10 @@ from minirft.errors import MinirftError
 @click.option("--report-to", "report_to", default=None, metavar="TRACKERS",
               help="Experiment trackers, comma-separated: tensorboard, mlflow, wandb, trackio, or none "
                    "(sets logging.report_to).")
+@click.option("--engine", type=click.Choice(["minirft", "trl"]), default="minirft", show_default=True,
+              help="trl: train with TRL's GRPOTrainer (accelerate launch, DeepSpeed, N GPUs; needs minirft[trl]).")
 def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool, tui: bool,
-                  run_dir: Path | None, report_to: str | None) -> None:
+                  run_dir: Path | None, report_to: str | None, engine: str) -> None:
     """Train a LoRA adapter with GRPO on RECIPE, with dotted key=value overrides.
 
     \b
@@ -37,6 +39,8 @@ def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool
       minirft train --resume runs/polite-20261123-101500 training.steps=40   # extend a run
       minirft train --resume runs/polite-20261123-101500 --from-scratch      # no usable checkpoint
       minirft train recipes/polite.yaml --report-to tensorboard,mlflow       # also log to trackers
+      minirft train polite --engine trl --run-dir runs/polite-trl
+      accelerate launch --num_processes 2 -m minirft train polite --engine trl --run-dir runs/p2
 
     Progress goes to stderr, one line per step; everything else to RUN_DIR/events.jsonl.
     """
@@ -68,6 +72,9 @@ def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool
     argv += ["--resume", str(resume)] if resume is not None else ["--run-dir", str(target)]
     argv += ["--from-scratch"] if from_scratch else []
 
+    if engine == "trl":
+        _train_trl(recipe, target, resume, tui, argv, explicit_dir=run_dir is not None)
+        return
     if tui:
         check_recipe(recipe)  # a bad recipe is an error here, on the terminal, not in the child's log
         _train_with_tui(recipe_arg, overrides, resume, target, from_scratch)
@@ -85,6 +92,28 @@ def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool
         click.echo(f"stopped; continue with: minirft train --resume {target}", err=True)
         sys.exit(130)
     click.echo(f"done: adapter in {target / 'adapter'}", err=True)
+
+
+def _train_trl(recipe, target: Path, resume: Path | None, tui: bool, argv: list[str], *, explicit_dir: bool) -> None:
+    import os
+
+    if resume is not None or tui:
+        raise MinirftError("--engine trl: --resume and --tui are minirft-engine options (watch a TRL run with "
+                           "`minirft watch RUN_DIR`)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not explicit_dir:
+        raise MinirftError("--engine trl under several processes needs --run-dir DIR (the same for every process)")
+    from minirft.train.trl_engine import train_trl
+
+    main = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun only rank 0 talks
+    if main:
+        click.echo(f"run dir: {target}", err=True)
+    try:
+        train_trl(recipe, target, argv=argv, quiet=not main)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+        sys.exit(130)
+    if main:
+        click.echo(f"done: adapter in {target / 'adapter'}", err=True)
 
 
 def _train_with_tui(recipe_arg: str | None, overrides: list[str], resume: Path | None, target: Path,

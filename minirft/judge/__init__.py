@@ -44,12 +44,17 @@ def _single_judge(cfg: JudgeConfig, defended: bool, policy_model, policy_tokeniz
         fmt = cfg.prompt_format
         if fmt == "auto":
             fmt = detect_format(ev.chat_template())
-        return GroupJudge(cfg, ev, Layout(cfg, fmt, defended))
+        return GroupJudge(cfg, _cached(cfg, ev), Layout(cfg, fmt, defended))
     if cfg.backend == "http":
         from minirft.judge.backends.http import HttpEvaluator
 
-        fmt = "plain" if cfg.prompt_format == "auto" else cfg.prompt_format
-        return GroupJudge(cfg, HttpEvaluator(cfg.http, cfg.model), Layout(cfg, fmt, defended))
+        if cfg.http.api == "chat":  # written in ChatML, split into messages; the server applies its template
+            if cfg.prompt_format not in ("auto", "chatml"):
+                raise MinirftError("judge.prompt_format: the http chat api needs chatml or auto")
+            fmt = "chatml"
+        else:
+            fmt = "plain" if cfg.prompt_format == "auto" else cfg.prompt_format
+        return GroupJudge(cfg, _cached(cfg, HttpEvaluator(cfg.http, cfg.model)), Layout(cfg, fmt, defended))
 
     from minirft.judge.backends.llama_cpp import LlamaEvaluator
     from minirft.models import resolve_model
@@ -63,7 +68,24 @@ def _single_judge(cfg: JudgeConfig, defended: bool, policy_model, policy_tokeniz
     fmt = cfg.prompt_format
     if fmt == "auto":
         fmt = detect_format(_chat_template(model.path))
-    return GroupJudge(cfg, ev, Layout(cfg, fmt, defended))
+    return GroupJudge(cfg, _cached(cfg, ev), Layout(cfg, fmt, defended))
+
+
+def _cached(cfg: JudgeConfig, ev):
+    """The backend behind judge.cache (SQLite) when the recipe names one."""
+    if not cfg.cache:
+        return ev
+    from minirft.judge.cache import CachedEvaluator, model_identity
+
+    if cfg.backend == "http":
+        identity = model_identity(f"{cfg.http.url}|{cfg.http.model or cfg.model}", cfg.http.api)
+    elif cfg.self_judge:
+        identity = model_identity("self_judge:" + cfg.model)
+    else:
+        from minirft.models import resolve_model
+
+        identity = model_identity(str(resolve_model(cfg.model).path), f"{cfg.backend}|{cfg.dtype}")
+    return CachedEvaluator(ev, cfg.cache, identity)
 
 
 def _chat_template(path) -> str:

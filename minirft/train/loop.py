@@ -289,6 +289,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
                                    step_s=time.perf_counter() - t_step)
             if cal is not None and cal.digest is not None:
                 metrics["calibration"] = cal.digest  # the judge calibration this step's scores went through
+            metrics.update(_judge_counters(judge))  # judge.cache hits/misses, http requests/latency/tokens
             log.write("step", step, metrics=metrics)
             for sample in sample_rows(recipe, batch):
                 log.write("sample", step, **sample)
@@ -392,6 +393,10 @@ def _start_run(recipe: Recipe, run_dir: Path, *, resume: bool, argv: list[str],
     write_text(command, before + " ".join(argv) + "\n")
     say(f"run dir: {run_dir}")
     return EventLog(run_dir / "events.jsonl", listeners=open_trackers(recipe.logging, run_dir))
+def _judge_counters(judge: Any) -> dict:
+    from minirft.judge.cache import take_judge_metrics
+
+    return take_judge_metrics(judge) if judge is not None else {}
 
 
 def _main_thread() -> bool:
