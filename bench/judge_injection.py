@@ -61,8 +61,7 @@ def run(model: str | list[str], defended: bool, threads: int, method: str = "que
     if method == "contrast":
         update["criteria"] = CONTRAST
     update.update({"panel": [{"model": m} for m in model]} if isinstance(model, list) else {"model": model})
-    cfg = recipe.judge.model_copy(update=update)
-    cfg = type(cfg).model_validate(cfg.model_dump())  # re-validate the criteria given as dicts
+    cfg = type(recipe.judge).model_validate({**recipe.judge.model_dump(), **update})
     j = build_judge(cfg, defended=defended)
     try:
         rows = [parse_row({"prompt": p}, "bench") for p, _ in POOR]
