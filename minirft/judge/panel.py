@@ -12,6 +12,7 @@ import numpy as np
 from minirft.data import PromptRow
 from minirft.judge import scoring
 from minirft.judge.base import PairVerdict, Score
+from minirft.judge.core import CHARS_PER_TOKEN
 from minirft.recipe import JudgeConfig
 
 
@@ -63,7 +64,7 @@ class PanelJudge:
 
     @property
     def clip_chars(self) -> int:
-        return self.cfg.max_candidate_tokens * 4
+        return self.cfg.max_candidate_tokens * CHARS_PER_TOKEN
 
     def close(self) -> None:
         for _, _, judge in self.members:
