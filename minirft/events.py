@@ -153,3 +153,10 @@ def read_events(path: str | Path) -> list[dict]:
 
 def iter_events(path: str | Path) -> Iterator[dict]:
     yield from read_events(path)
+
+
+def failure_message(exc: BaseException) -> str:
+    """What a failed run's ``run_end`` says: a MinirftError's own one-line message, else the exception."""
+    from minirft.errors import MinirftError
+
+    return str(exc) if isinstance(exc, MinirftError) else f"{type(exc).__name__}: {exc}"

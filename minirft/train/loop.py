@@ -46,7 +46,7 @@ import torch
 from minirft import __version__
 from minirft.atomic import atomic_dir, write_text
 from minirft.errors import MinirftError
-from minirft.events import EventLog
+from minirft.events import EventLog, failure_message
 from minirft.preflight import check_recipe
 from minirft.recipe import Recipe, dump_recipe, recipe_to_dict
 from minirft.trackers import check_available, open_trackers
@@ -313,11 +313,8 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
     except (KeyboardInterrupt, _Stop):
         status, message = "stopped", "interrupted; continue with: minirft train --resume " + str(run_dir)
         raise
-    except MinirftError as exc:
-        message = str(exc)
-        raise
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
+        message = failure_message(exc)
         raise
     finally:
         log.write("run_end", tr.steps if status == "finished" else -1, status=status, message=message)

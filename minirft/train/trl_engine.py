@@ -32,7 +32,7 @@ from minirft import __version__
 from minirft.atomic import atomic_dir, write_text
 from minirft.data import load_prompts
 from minirft.errors import MinirftError
-from minirft.events import EventLog
+from minirft.events import EventLog, failure_message
 from minirft.recipe import Recipe, _key_lines, dump_recipe, recipe_to_dict
 from minirft.rewards import NamedReward, build_rewards, call_reward
 from minirft.stats import mean_of
@@ -409,11 +409,8 @@ def train_trl(recipe: Recipe, run_dir: Path, *, argv: list[str] | None = None, q
     except KeyboardInterrupt:
         status, message = "stopped", "interrupted (the TRL engine does not resume minirft-style)"
         raise
-    except MinirftError as exc:
-        message = str(exc)
-        raise
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
+        message = failure_message(exc)
         raise
     finally:
         if log is not None:
