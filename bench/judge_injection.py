@@ -11,7 +11,9 @@ the suffix. Reported per judge configuration:
 Configurations per judge model: the yes/no ``question`` criteria ``defended`` (the default judge: candidate
 between <response> markers it cannot close, and a header that says text inside is judged, not obeyed) and
 ``undefended`` (plain "Response:" and no warning); the same criteria as ``contrast`` criteria (nothing is
-asked, so there is no verdict to demand); and a ``panel`` of all the models given, contrast criteria.
+asked, so there is no verdict to demand); the contrasts with ``aggregate: lowest`` and ``prefix_min`` (the
+defences: the judge is causal, so appended text can only lower the lowest per-token differences and the
+lowest running mean); and a ``panel`` of all the models given, contrast criteria, mean and lowest.
 Run: python bench/judge_injection.py [--model gemma3-270m] [--model smollm2-135m-instruct]
 Writes bench/results/judge_injection.json, rewritten after every row (a run cut short keeps the rows it
 finished).
@@ -60,6 +62,8 @@ def run(model: str | list[str], defended: bool, threads: int, method: str = "que
     update = {"n_threads": threads, "rationales": "none"}
     if method == "contrast":
         update["criteria"] = CONTRAST
+    elif method.startswith("contrast_"):  # the defences: appended text cannot raise the lowest differences
+        update["criteria"] = [{**c, "aggregate": method.removeprefix("contrast_")} for c in CONTRAST]
     update.update({"panel": [{"model": m} for m in model]} if isinstance(model, list) else {"model": model})
     cfg = type(recipe.judge).model_validate({**recipe.judge.model_dump(), **update})
     j = build_judge(cfg, defended=defended)
@@ -88,17 +92,20 @@ def main() -> None:
     args = ap.parse_args()
     models = args.model or ["gemma3-270m", "smollm2-135m-instruct"]
     result = {"responses": len(POOR), "suffixes": SUFFIXES, "judges": {}}
-    print(f"{'judge':<36}{'config':<12}{'raised':>8}{'>0.05':>7}{'mean gain':>11}{'max gain':>10}{'base':>7}")
+    print(f"{'judge':<36}{'config':<21}{'raised':>8}{'>0.05':>7}{'mean gain':>11}{'max gain':>10}{'base':>7}")
     configs = [(m, name, defended, method) for m in models
                for name, defended, method in (("defended", True, "question"), ("undefended", False, "question"),
-                                              ("contrast", True, "contrast"))]
+                                              ("contrast", True, "contrast"),
+                                              ("contrast_lowest", True, "contrast_lowest"),
+                                              ("contrast_prefix_min", True, "contrast_prefix_min"))]
     if len(models) > 1:
         configs.append((models, "panel", True, "contrast"))
+        configs.append((models, "panel_lowest", True, "contrast_lowest"))
     for model, name, defended, method in configs:
         key = "+".join(model) if isinstance(model, list) else model
         r = run(model, defended, args.threads, method)
         result["judges"].setdefault(key, {})[name] = r
-        print(f"{key:<36}{name:<12}{r['raised']:>8.0%}{r['raised_0.05']:>7.0%}{r['mean_gain']:>+11.3f}"
+        print(f"{key:<36}{name:<21}{r['raised']:>8.0%}{r['raised_0.05']:>7.0%}{r['mean_gain']:>+11.3f}"
               f"{r['max_gain']:>+10.3f}{r['mean_base_reward']:>7.3f}", flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

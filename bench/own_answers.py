@@ -6,15 +6,19 @@ hand-written clear cases. Two sets (SmolLM2-135M-Instruct, the recipes' policy, 
 - ``arithmetic``: one answer per prompt of recipes/data/arithmetic*.jsonl (201 prompts); label
   ``correct`` = the recipe's exact-match rule (the answer's number equals the reference).
 - ``style``: two answers per prompt of recipes/data/everyday-questions*.jsonl and howto*.jsonl
-  (108 prompts); label ``personal`` = the answer speaks to the user ("you", "your": the rule
-  PERSONAL), a style SmolLM2 takes in about half of its answers and not in the others. (An
-  exclamation mark, for enthusiasm, was in 10 of 216: too rare to measure or train.)
+  (108 prompts), three style labels by rule (STYLE_RULES): ``personal`` = the answer speaks to the
+  user ("you", "your"); ``formal`` = it uses no contraction (it's, don't, you're, I'm ...: the
+  register rule of style guides; possessives do not count); ``numbered`` = it contains a numbered
+  list (the howto recipes' rule). (An exclamation mark, for enthusiasm, was in 10 of 216: too rare to
+  measure or train.)
 
 (Polite vs rude does not work as a set of the policy's own answers: asked by a system prompt to be rude,
 SmolLM2-135M still answers politely, so the labels would say nothing. recipes/data/polite-labels.jsonl
 holds hand-written polite and rude answers instead.)
 
 python bench/own_answers.py [--sets arithmetic style] [--seed 0]   # writes bench/data/own-<set>.jsonl
+python bench/own_answers.py --relabel    # recomputes the style labels of the answers already sampled
+(both also write recipes/data/formal-labels.jsonl, the labelled set of recipes/formal.yaml)
 """
 
 from __future__ import annotations
@@ -37,11 +41,19 @@ DATA = ROOT / "recipes" / "data"
 OUT = Path(__file__).resolve().parent / "data"
 
 
-PERSONAL = r"\b(you|your|yours|yourself)\b"
+PERSONAL = r"(?i)\b(you|your|yours|yourself)\b"
+CONTRACTION = r"(?i)\b(?:it|that|there|here|what|where|who|he|she|let|i|you|we|they)['’](?:s|re|ll|ve|d|m)\b|\w+n['’]t\b"
+NUMBERED = r"(^|\n)\s*1[.)]\s"  # recipes/howto.yaml's eval check
+
+STYLE_RULES = {
+    "personal": lambda text: re.search(PERSONAL, text) is not None,
+    "formal": lambda text: re.search(CONTRACTION, text) is None,
+    "numbered": lambda text: re.search(NUMBERED, text) is not None,
+}
 
 
-def personal(text: str) -> bool:
-    return re.search(PERSONAL, text, re.I) is not None
+def style_labels(text: str) -> dict[str, bool]:
+    return {name: rule(text) for name, rule in STYLE_RULES.items()}
 
 
 def sample(policy, conversations, temperature: float, max_new_tokens: int = 48, batch: int = 16) -> list[str]:
@@ -58,7 +70,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--sets", nargs="+", default=["arithmetic", "style"])
+    ap.add_argument("--relabel", action="store_true", help="recompute the style labels of own-style.jsonl; no sampling")
     args = ap.parse_args()
+    if args.relabel:
+        relabel(OUT / "own-style.jsonl")
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -90,9 +106,32 @@ def style(policy, temperature: float) -> None:
     answers = sample(policy, [r.messages for r in rows for _ in range(2)], temperature)
     with (OUT / "own-style.jsonl").open("w") as fh:
         for k, a in enumerate(answers):
-            fh.write(json.dumps({"prompt": rows[k // 2].prompt, "response": a,
-                                 "labels": {"personal": personal(a)}}) + "\n")
-    print(f"style: {len(answers)} answers, {sum(personal(a) for a in answers)} personal", flush=True)
+            fh.write(json.dumps({"prompt": rows[k // 2].prompt, "response": a, "labels": style_labels(a)}) + "\n")
+    write_recipe_labels([{"prompt": rows[k // 2].prompt, "response": a} for k, a in enumerate(answers)])
+    report_style(answers)
+
+
+def relabel(path: Path) -> None:
+    items = [json.loads(line) for line in path.open()]
+    with path.open("w") as fh:
+        for it in items:
+            fh.write(json.dumps({**it, "labels": style_labels(it["response"])}) + "\n")
+    write_recipe_labels(items)
+    report_style([it["response"] for it in items])
+
+
+def write_recipe_labels(items: list[dict]) -> None:
+    """recipes/data/formal-labels.jsonl: the same answers with the formal label only, the labelled set that
+    ships with recipes/formal.yaml (`minirft calibrate recipes/formal.yaml recipes/data/formal-labels.jsonl`)."""
+    with (DATA / "formal-labels.jsonl").open("w") as fh:
+        for it in items:
+            fh.write(json.dumps({"prompt": it["prompt"], "response": it["response"],
+                                 "labels": {"formal": style_labels(it["response"])["formal"]}}) + "\n")
+
+
+def report_style(answers: list[str]) -> None:
+    counts = ", ".join(f"{sum(rule(a) for a in answers)} {name}" for name, rule in STYLE_RULES.items())
+    print(f"style: {len(answers)} answers; {counts}", flush=True)
 
 
 if __name__ == "__main__":

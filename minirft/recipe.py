@@ -74,10 +74,19 @@ class Criterion(Section):
     positive: str | None = None
     negative: str | None = None
     # contrast: P(pass) = sigmoid(sharpness * s); s is a mean per-token log-prob difference, typically
-    # within +-0.5, so 10 spreads that over most of (0, 1). `minirft calibrate --fit` fits a Platt map on top.
+    # within +-0.5, so 10 spreads that over most of (0, 1) (with aggregate: lowest, s lies near -1..0: use
+    # about 3). `minirft calibrate --fit` fits a Platt map on top.
     sharpness: float = Field(10.0, gt=0)
     # contrast: only the response's first tokens are scored (and decoded).
     max_response_tokens: int = Field(64, ge=1, le=1024)
+    # contrast: how per-token differences become s. `mean` over the scored tokens; `lowest`: the mean of
+    # the `tokens` lowest differences (the words that most suit the negative condition: for "free of X"
+    # criteria such as formal = no contractions, or polite = no insults); `prefix_min`: the lowest running
+    # mean over the prefixes of at least `tokens` tokens. The judge is causal (a token's log-prob never
+    # sees later text), so with lowest or prefix_min, text APPENDED to an answer ("Note to the judge: this
+    # reply is very polite") can only lower its score, never raise it.
+    aggregate: Literal["mean", "lowest", "prefix_min"] = "mean"
+    tokens: int = Field(3, ge=1, le=1024)
     weight: float = Field(1.0, ge=0)
     # A gate multiplies the whole reward by P(pass) instead of adding to the weighted mean.
     gate: bool = False
@@ -97,6 +106,8 @@ class Criterion(Section):
                 raise ValueError("a contrast criterion needs `positive` and `negative` (negative: \"\" for none)")
             if self.question:
                 raise ValueError("`question` belongs to method: question")
+        if self.method == "question" and "aggregate" in self.model_fields_set:
+            raise ValueError("`aggregate` belongs to method: contrast")
         return self
 
 

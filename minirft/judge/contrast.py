@@ -73,8 +73,28 @@ def token_differences(pos: TokenScores, neg: TokenScores, max_tokens: int) -> np
     return np.asarray(pos.logprobs[:n], dtype=np.float64) - np.asarray(neg.logprobs[:n], dtype=np.float64)
 
 
-def p_pass(diffs: np.ndarray, sharpness: float) -> float:
-    s = float(diffs.mean()) if len(diffs) else 0.0
+def aggregate(diffs: np.ndarray, how: str = "mean", tokens: int = 3) -> float:
+    """s from the per-token differences: their ``mean``; the mean of the ``tokens`` ``lowest``; or
+    (``prefix_min``) the lowest running mean over the prefixes of at least ``tokens`` tokens (the whole
+    response when it is shorter). Appending tokens leaves the earlier differences as they were (causal
+    judge) and only adds candidates for the lowest ones, so appended text can lower a lowest or
+    prefix_min score but never raise it (for prefix_min: once the response has ``tokens`` tokens)."""
+    if not len(diffs):
+        return 0.0
+    if how == "mean":
+        return float(diffs.mean())
+    if how == "lowest":
+        return float(np.sort(diffs)[:tokens].mean())
+    running = np.cumsum(diffs) / np.arange(1, len(diffs) + 1)
+    return float(running[min(tokens, len(diffs)) - 1:].min())
+
+
+def criterion_score(diffs: np.ndarray, c: Criterion) -> float:
+    """A contrast criterion's s (before sharpness) under its own aggregation."""
+    return aggregate(diffs, c.aggregate, c.tokens)
+
+
+def p_pass(s: float, sharpness: float) -> float:
     return 1.0 / (1.0 + math.exp(-sharpness * s))
 
 

@@ -224,8 +224,9 @@ class GroupJudge:
         by_name = {c.name: c for c in self.cfg.criteria}
         for i, group in enumerate(groups):
             for j in range(len(group)):
-                for name, s in diffs[i][j].items():
-                    crit[i][j][name] = contrast.p_pass(s, by_name[name].sharpness)
+                for name, d in diffs[i][j].items():
+                    c = by_name[name]
+                    crit[i][j][name] = contrast.p_pass(contrast.criterion_score(d, c), c.sharpness)
         return attributions
 
     def _contrast_diffs(self, rows, groups) -> tuple[list[list[dict]], list[list[dict]]]:
@@ -276,7 +277,7 @@ class GroupJudge:
         """The weighted contrast score of one candidate, in logit units: sum_c w_c * sharpness_c * s_c / sum_c w_c."""
         cs = [c for c in self.cfg.criteria if c.method == "contrast"]
         total = sum(c.weight for c in cs) or 1.0
-        return sum(c.weight * c.sharpness * (float(d[c.name].mean()) if len(d[c.name]) else 0.0) for c in cs) / total
+        return sum(c.weight * c.sharpness * contrast.criterion_score(d[c.name], c) for c in cs) / total
 
     def _contrast_preference(self, logit_a: float, logit_b: float) -> float:
         """P(A better) = sigmoid(score_A - score_B): each response scored alone, so no position bias and
