@@ -324,6 +324,13 @@ class GenerationConfig(Section):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
+    # Who samples the rollouts: torch (HF generate, the adapter folded in) or llama_cpp (the policy's
+    # base GGUF in llama.cpp with the live LoRA applied; minirft.train.llama_rollout). auto: llama_cpp
+    # when the policy model is a GGUF file (and policy.backend is not unsloth), else torch.
+    engine: Literal["auto", "torch", "llama_cpp"] = "auto"
+    # llama_cpp only: truncated importance-sampling weight min(π_torch / π_engine, cap) per token (TRL's
+    # vllm_importance_sampling_cap); corrects for the engine's slightly different (quantized) numerics.
+    importance_sampling_cap: float = Field(2.0, ge=1.0)
 
 
 # ------------------------------------------------------------------------------------- training
