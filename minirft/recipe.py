@@ -331,6 +331,11 @@ class GenerationConfig(Section):
     # llama_cpp only: truncated importance-sampling weight min(π_torch / π_engine, cap) per token (TRL's
     # vllm_importance_sampling_cap); corrects for the engine's slightly different (quantized) numerics.
     importance_sampling_cap: float = Field(2.0, ge=1.0)
+    # llama_cpp only: the weights llama.cpp samples with. f16 / q8_0 / f32: written once at the start
+    # from the base weights torch trains; policy_gguf: the policy's own GGUF file as it is (a GGUF
+    # policy only). auto: f16 (an exact copy of torch's bf16 weights, and on AVX2 CPUs faster than
+    # SmolLM2's Q4_1 file: bench/rollout_engine.py).
+    engine_weights: Literal["auto", "f16", "q8_0", "f32", "policy_gguf"] = "auto"
 
 
 # ------------------------------------------------------------------------------------- training
