@@ -224,3 +224,16 @@ def test_llama_cpp_engine_trains_the_toy_reward_reproducibly(tiny, tmp_path):
 
     assert completions(again) == completions(run)
     assert completions(other) != completions(run)
+
+
+def test_policy_gguf_weights_for_a_folder_policy_is_one_error_line_and_no_run_dir(tiny, tmp_path):
+    recipe = {"name": "toy", "policy": {"model": str(tiny / "model"), "lora": {"r": 4, "alpha": 8}},
+              "rewards": [{"type": "length"}], "data": {"path": str(tiny / "prompts.jsonl")},
+              "generation": {"engine": "llama_cpp", "engine_weights": "policy_gguf", "group_size": 2},
+              "training": {"steps": 1, "prompts_per_step": 1}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = invoke("train", tmp_path / "r.yaml", "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "generation.engine_weights: policy_gguf needs a GGUF policy.model" in errors[0]
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
