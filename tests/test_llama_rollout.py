@@ -133,6 +133,18 @@ def test_sample_rows_greedy_top_k_top_p_and_logprob():
     assert np.allclose(lp[0], np.log(p[3] / p.sum()))
 
 
+def test_blocked_inverse_cdf_is_the_full_cumsum_search():
+    from minirft.train.llama_rollout import _inverse_cdf
+
+    rng = np.random.default_rng(0)
+    p = (rng.random((5, 1000)) ** 6).astype(np.float32)  # 1000: not a multiple of the 256 block
+    p[1, 300:] = 0.0
+    for u in rng.random((200, 5)):
+        cdf = np.cumsum(p, axis=1, dtype=np.float64)
+        want = [int(np.searchsorted(cdf[i], u[i] * cdf[i, -1], side="right")) for i in range(5)]
+        assert _inverse_cdf(p, u).tolist() == want
+
+
 def test_truncated_is_weights_by_hand():
     logp_torch = torch.tensor([[-1.0, -2.0, -0.5, -3.0]], requires_grad=True)
     logp_engine = torch.tensor([[-1.2, -1.0, -0.5 - math.log(3.0), -9.0]])
