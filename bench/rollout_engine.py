@@ -174,7 +174,8 @@ def main() -> None:
           f"{'IS mean':>9}{'IS min':>8}")
     for r in gen:
         def f(key, spec):
-            return format(r[key], spec) if r.get(key) is not None else "—"
+            width = int(spec.split(".")[0].lstrip("+"))
+            return format(r[key], spec) if r.get(key) is not None else "—".rjust(width)
 
         print(f"{r['engine']:<24}{f('seconds', '8.2f')}{f('tokens_per_s', '8.0f')}{f('speedup_vs_torch', '8.2f')}x"
               f"{f('lora_sync_s', '8.2f')}{f('logprob_gap_mean_abs', '9.3f')}{f('logprob_gap_mean', '+9.3f')}"
