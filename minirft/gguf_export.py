@@ -206,7 +206,6 @@ _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<base>.+)\.lora_(?P<ab>[AB]
 def write_lora_gguf(adapter_dir: Path, config: Any, out: Path, *, quant: str, name: str = "minirft") -> int:
     """The PEFT adapter in ``adapter_dir`` as a llama.cpp LoRA GGUF for a base with ``config``.
     Returns the number of adapted weights."""
-    import gguf
     from safetensors.torch import load_file
 
     _arch_check(config)
@@ -217,12 +216,25 @@ def write_lora_gguf(adapter_dir: Path, config: Any, out: Path, *, quant: str, na
     if cfg.get("use_rslora"):
         alpha = alpha * r ** 0.5  # rsLoRA scales by alpha / sqrt(r); llama.cpp by alpha / r
     state = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    return write_lora_state(state, alpha, config, out, quant=quant, name=name)
+
+
+def write_lora_state(state: dict[str, Any], alpha: float, config: Any, out: Path, *, quant: str,
+                     name: str = "minirft") -> int:
+    """A PEFT adapter's state dict (``lora_A`` / ``lora_B`` tensors, e.g. ``get_peft_model_state_dict``)
+    as a llama.cpp LoRA GGUF, scaled by ``alpha`` / r. Returns the number of adapted weights.
+
+    The trainer's llama.cpp rollouts write the live adapter through this every step, without a
+    PEFT folder on disk in between."""
+    import gguf
+
+    _arch_check(config)
     pairs: dict[str, dict[str, np.ndarray]] = {}
     for key, tensor in state.items():
         m = _LORA_KEY.match(key)
         if m is None:
             raise MinirftError(f"export: unexpected tensor {key} in the adapter (only lora_A / lora_B are supported)")
-        pairs.setdefault(m.group("base") + ".weight", {})[m.group("ab")] = tensor.float().numpy()
+        pairs.setdefault(m.group("base") + ".weight", {})[m.group("ab")] = tensor.detach().float().cpu().numpy()
     n_head = config.num_attention_heads
     n_kv = getattr(config, "num_key_value_heads", None) or n_head
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)

@@ -335,6 +335,18 @@ class GenerationConfig(Section):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
+    # Who samples the rollouts: torch (HF generate, the adapter folded in) or llama_cpp (the policy's
+    # base GGUF in llama.cpp with the live LoRA applied; minirft.train.llama_rollout). auto: llama_cpp
+    # when the policy model is a GGUF file (and policy.backend is not unsloth), else torch.
+    engine: Literal["auto", "torch", "llama_cpp"] = "auto"
+    # llama_cpp only: truncated importance-sampling weight min(π_torch / π_engine, cap) per token (TRL's
+    # vllm_importance_sampling_cap); corrects for the engine's slightly different (quantized) numerics.
+    importance_sampling_cap: float = Field(2.0, ge=1.0)
+    # llama_cpp only: the weights llama.cpp samples with. f16 / q8_0 / f32: written once at the start
+    # from the base weights torch trains; policy_gguf: the policy's own GGUF file as it is (a GGUF
+    # policy only). auto: f16, an exact copy of torch's bf16 weights: the smallest engine/torch log-prob
+    # gap (SmolLM2: mean |Δ| 0.04 against 0.08 with its Q4_1 file; speed within noise, bench/rollout_engine.py).
+    engine_weights: Literal["auto", "f16", "q8_0", "f32", "policy_gguf"] = "auto"
 
 
 # ------------------------------------------------------------------------------------- training

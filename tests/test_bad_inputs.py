@@ -202,6 +202,22 @@ def c_override_unknown_key(w, d):
     return ["recipes", "validate", recipe_with(w, d), "nope.key=1"], 1, [r"^Error: override 'nope.key=1': nope: unknown key$"]
 
 
+def c_generation_engine_unknown(w, d):
+    p = recipe_with(w, d, generation={"group_size": 2, "engine": "vllm"})
+    return ["train", p], 1, [rf":{line_of(p, 'engine: vllm')}: generation.engine: Input should be 'auto', 'torch' or 'llama_cpp'"]
+
+
+def c_importance_sampling_cap_below_one(w, d):
+    p = recipe_with(w, d, generation={"group_size": 2, "importance_sampling_cap": 0.5})
+    return ["recipes", "validate", p], 1, [rf":{line_of(p, 'importance_sampling_cap')}: generation.importance_sampling_cap: "
+                                           r"Input should be greater than or equal to 1"]
+
+
+def c_override_engine_weights_unknown(w, d):
+    return (["train", recipe_with(w, d), "generation.engine_weights=q4"], 1,
+            [r"override 'generation.engine_weights=q4': generation.engine_weights: Input should be 'auto', 'f16', "])
+
+
 def c_override_wrong_type(w, d):
     return ["train", recipe_with(w, d), "training.steps=zero"], 1, [r"override 'training.steps=zero': training.steps: Input should be a valid integer"]
 

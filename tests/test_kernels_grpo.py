@@ -101,3 +101,27 @@ def test_micro_batches_with_the_step_denominator_add_up_to_the_whole_batch(devic
         total += float(loss)
     assert total == pytest.approx(float(full), rel=1e-5)
     assert torch.allclose(part.grad, whole.grad, atol=1e-7)
+
+
+@pytest.mark.parametrize("device,backend", kernel_cases())
+@pytest.mark.parametrize("cfg", CONFIGS[:2], ids=lambda c: f"beta{c[2]}-{c[3]}")
+def test_importance_weight_scales_the_policy_gradient_term_only(device, backend, cfg):
+    """A per-token IS weight (llama.cpp rollouts) multiplies the clipped surrogate and its gradient,
+    never the KL term: kernel and reference against the independent formula."""
+    clip, clip_high, beta, norm = cfg
+    logp, old, ref, adv, mask, g_up = _inputs(3, 17, torch.float32, device, seed=5)
+    w = (torch.rand(3, 17, generator=make_generator(6)) * 2.0).clamp(max=1.7).to(device)
+    lk = logp.clone().requires_grad_()
+    loss, metrics = grpo_token_loss(lk, old, ref, adv, mask, clip, beta, norm, is_weight=w, backend=backend)
+    (g,) = torch.autograd.grad(loss * g_up, (lk,))
+    lr = logp.float().requires_grad_()
+    loss_r, metrics_r = grpo_token_loss_naive(lr, old, ref, adv, mask, clip, beta, norm, is_weight=w)
+    (g_r,) = torch.autograd.grad(loss_r * g_up, (lr,))
+    assert abs(loss.item() - loss_r.item()) <= 1e-5 * max(1.0, abs(loss_r.item()))
+    assert_rel(g, g_r, 1e-5, "d logp")
+    assert abs(metrics["kl"].item() - metrics_r["kl"].item()) < 1e-6
+    # and the weight really acts: a weight of one is the unweighted loss, this one is not
+    ones, _ = grpo_token_loss(logp, old, ref, adv, mask, clip, beta, norm, is_weight=torch.ones_like(w),
+                              backend=backend)
+    plain, _ = grpo_token_loss(logp, old, ref, adv, mask, clip, beta, norm, backend=backend)
+    assert ones.item() == pytest.approx(plain.item(), abs=1e-7) and abs(loss.item() - plain.item()) > 1e-4

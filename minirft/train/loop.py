@@ -55,6 +55,8 @@ from minirft.stats import mean_of
 from minirft_kernels import grpo_token_loss
 from minirft.train import calibration_watch
 from minirft.train.checkpoint import apply_checkpoint, find_resumable, save_checkpoint
+from minirft.train.importance import gap_metrics, truncated_is_weights
+from minirft.train.llama_rollout import choose_engine, open_generator
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
 from minirft.judge.panel import agreement
@@ -64,15 +66,18 @@ from minirft.train.monitor import RunMonitor
 # ------------------------------------------------------------------------------------- the loss
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, *, beta: float, clip_eps: float,
-              loss_norm: str, normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
+              loss_norm: str, normaliser: float, is_weight: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, dict[str, float]]:
     """The per-token GRPO loss of one micro-batch (see the module docstring), divided by the step-wide
     ``normaliser`` (token count or sequence count of the whole step), so micro-batch losses add up to
-    the step's loss. Returns (loss, sums for the step's metrics).
+    the step's loss. Returns (loss, sums for the step's metrics). ``is_weight``: the per-token truncated
+    importance-sampling weight of llama.cpp rollouts (``importance.py``), on the policy-gradient term.
 
     Computed by the fused kernel ``minirft_kernels.grpo_token_loss`` (Triton on CUDA, its torch
     reference on CPU)."""
     loss, m = grpo_token_loss(logp, old_logp, ref_logp if beta > 0 else None, advantages, mask,
-                              clip_eps=clip_eps, beta=beta, norm=loss_norm, denominator=normaliser)
+                              clip_eps=clip_eps, beta=beta, norm=loss_norm, denominator=normaliser,
+                              is_weight=is_weight)
     tokens = float(mask.sum())
     stats = {"kl_sum": float(m["kl"]) * tokens, "clip_sum": float(m["clip_ratio"]) * tokens, "tokens": tokens}
     return loss, stats
@@ -238,11 +243,15 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         start_step, sampler.position = state["step"], state["data_position"]
     if own_judge:
         judge = build_judge_for(recipe, policy)
+    sampler_engine = None  # generation.engine: llama_cpp (None: HF generate samples)
     try:
         if own_judge and hasattr(judge, "load"):
             judge.load()  # a judge model that cannot load fails here, before the run starts
+        sampler_engine = open_generator(recipe, policy)
         log = _start_run(recipe, run_dir, resume=resume, argv=argv, say=say)
     except BaseException:
+        if sampler_engine is not None:
+            sampler_engine.close()
         if own_judge and judge is not None:
             judge.close()
         raise
@@ -259,14 +268,15 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         log.write("run_start", start_step, run_name=run_dir.name, recipe=recipe_to_dict(recipe),
                   policy_model=recipe.policy.model, judge_model=recipe.judge.model if recipe.judge else None,
                   total_steps=tr.steps, argv=argv, versions=versions(), device=device_name(policy.device),
-                  backend=policy.backend, resumed_from=start_step if resume else None)
+                  backend=policy.backend, generation_engine=choose_engine(recipe),
+                  resumed_from=start_step if resume else None)
         if resume:
             where = (f"checkpoint step-{start_step}" if resume_from is not None
                      else "the beginning (no usable checkpoint; --from-scratch)")
             log.event(start_step, "resume", f"resumed from {where}", from_step=start_step)
         for note in notes:
             log.event(start_step, "warning", note)
-        stream = rollouts(recipe, policy, sampler, reward_fns, judge)
+        stream = rollouts(recipe, policy, sampler, reward_fns, judge, engine=sampler_engine)
         # human labels steer the live run: a refitted judge.calibration is picked up between steps
         cal = (calibration_watch.CalibrationWatch(calibration_watch.watched_path(recipe, run_dir),
                                                   loaded_at_start=own_judge and bool(recipe.judge.platt))
@@ -323,6 +333,8 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
             signal.signal(signal.SIGTERM, previous)
         if own_judge and judge is not None and hasattr(judge, "close"):
             judge.close()
+        if sampler_engine is not None:
+            sampler_engine.close()
     return run_dir
 
 
@@ -430,8 +442,15 @@ def update(recipe: Recipe, policy: Policy, batch: Batch, optimizer: Any, params:
                 ref, _ = token_logprobs(policy.model, ids, att, n_completion, recipe.generation.temperature)
         logp, entropy = token_logprobs(policy.model, ids, att, n_completion, recipe.generation.temperature,
                                        with_entropy=True)
+        is_weight = None
+        if gen.sampling_logp is not None:  # sampled by llama.cpp: truncated importance sampling
+            is_weight, is_stats = truncated_is_weights(logp, gen.sampling_logp[sl], mask,
+                                                       recipe.generation.importance_sampling_cap)
+            for k, v in is_stats.items():
+                sums[k] = min(sums.get(k, v), v) if k == "is_weight_min" else sums.get(k, 0.0) + v
         loss, stats = grpo_loss(logp, logp.detach(), ref, batch.advantages[sl].to(logp.device), mask,
-                                beta=tr.beta, clip_eps=tr.clip_eps, loss_norm=tr.loss_norm, normaliser=normaliser)
+                                beta=tr.beta, clip_eps=tr.clip_eps, loss_norm=tr.loss_norm, normaliser=normaliser,
+                                is_weight=is_weight)
         sums["entropy_sum"] += float((entropy.detach() * cmask).sum())
         sums["entropy_tokens"] += float(cmask.sum())
         if not torch.isfinite(loss):
@@ -496,6 +515,9 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
         "grad_norm": upd["grad_norm"],
         "judge_errors": sum(1 for s in batch.scores if s is not None and s.reward is None),
     })
+    m.update(gap_metrics(upd))  # llama.cpp rollouts: engine/torch log-prob gap and IS weights
+    if "lora_sync_s" in batch.timings:  # llama.cpp rollouts: writing + loading the step's LoRA adapter
+        m["generation/lora_sync_s"] = batch.timings["lora_sync_s"]
     if recipe.judge is not None and recipe.judge.panel:  # a jury: how much its judges agree this step
         m["judge/agreement"] = agreement(batch.scores)
     if torch.cuda.is_available():  # peak since the run started (the loop never resets it)

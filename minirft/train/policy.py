@@ -306,6 +306,9 @@ class Generated:
     attention_mask: torch.Tensor  # [N, P + C]
     completion_mask: torch.Tensor  # [N, C]: 1 on completion tokens up to and including the first EOS
     prompt_len: int  # P
+    # [N, C] log-probs of the sampled tokens under the sampling engine (llama.cpp rollouts), or None when
+    # torch sampled them (then the trainer's own log-probs are the sampling ones)
+    sampling_logp: torch.Tensor | None = None
 
 
 def _left_pad(seqs: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

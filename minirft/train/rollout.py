@@ -124,8 +124,10 @@ def judge_groups(judge: Any, rows: list[PromptRow], groups: list[list[str]],
 
 
 def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: list[NamedReward],
-             judge: Any = None) -> Iterator[Batch]:
-    """Yield one scored batch per call to ``next``; sampling uses torch's global RNG."""
+             judge: Any = None, engine: Any = None) -> Iterator[Batch]:
+    """Yield one scored batch per call to ``next``; sampling uses torch's global RNG.
+
+    ``engine``: the llama.cpp sampler (``llama_rollout.open_generator``) or None for HF ``generate``."""
     gen_cfg, tr = recipe.generation, recipe.training
     G = gen_cfg.group_size
     rationale_mode = recipe.judge.rationales if recipe.judge is not None else "none"
@@ -135,9 +137,14 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
         cut: list[int] = []
         prompt_ids = encode_prompts(policy, [r.messages for r in rows], recipe.policy.max_prompt_tokens,
                                     cut=cut)
-        repeated = [ids for ids in prompt_ids for _ in range(G)]
-        gen = generate(policy, repeated, max_new_tokens=gen_cfg.max_new_tokens, temperature=gen_cfg.temperature,
-                       top_p=gen_cfg.top_p, top_k=gen_cfg.top_k)
+        engine_timings: dict[str, float] = {}
+        if engine is not None:  # llama.cpp: the G completions of a prompt share its KV cells
+            gen = engine.generate(policy, prompt_ids, G)
+            engine_timings = {"lora_sync_s": engine.engine.timings["lora_sync_s"]}
+        else:
+            repeated = [ids for ids in prompt_ids for _ in range(G)]
+            gen = generate(policy, repeated, max_new_tokens=gen_cfg.max_new_tokens,
+                           temperature=gen_cfg.temperature, top_p=gen_cfg.top_p, top_k=gen_cfg.top_k)
         completions = decode(policy, gen)
         t1 = time.perf_counter()
 
@@ -164,7 +171,7 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
                                 dtype=torch.float32)
         advantages = group_advantages(combined, G, scale=tr.scale_rewards)
         yield Batch(rows, completions, gen, combined, advantages, per_reward, scores, judge_errors, G,
-                    {"generation_s": t1 - t0, "judge_s": t2 - t1}, prompts_cut=len(cut))
+                    {"generation_s": t1 - t0, "judge_s": t2 - t1, **engine_timings}, prompts_cut=len(cut))
 
 
 def _combine(per_reward: dict[str, list[float | None]], weights: dict[str, float], i: int) -> float:

@@ -5,7 +5,11 @@ Per token t of completion b (only where ``mask`` is 1):
     r      = exp(logp - old_logp)                                  importance ratio
     pg     = max(-A_b * r, -A_b * clip(r, 1 - eps_low, 1 + eps_high))  PPO clipped surrogate
     kl     = exp(ref_logp - logp) - (ref_logp - logp) - 1          k3 estimator (>= 0, unbiased)
-    l_t    = pg + beta * kl
+    l_t    = w_t * pg + beta * kl
+
+``w_t`` is an optional per-token importance-sampling weight (data, not differentiated; 1 when not
+given): the trainer's truncated correction for rollouts sampled by another engine (llama.cpp), which
+multiplies the policy-gradient term only, as TRL's ``vllm_importance_sampling_correction`` does.
 
     norm="token":    loss = sum_{b,t} m l / sum_{b,t} m       (DAPO / Dr.GRPO-style token mean)
     norm="sequence": loss = mean_b (sum_t m l / sum_t m)      (the original GRPO paper)
@@ -16,7 +20,7 @@ step's loss.
 
 Gradient w.r.t. logp (old_logp, ref_logp and advantages are data, not differentiated):
 
-    d pg / d logp = -A r   where the unclipped term is the max, else 0
+    d pg / d logp = -A r   where the unclipped term is the max, else 0   (times w_t)
     d kl / d logp = 1 - exp(ref_logp - logp)
 
 The Triton kernel runs one program per sequence and writes the per-token gradient in the forward
@@ -42,6 +46,7 @@ if HAVE_TRITON:
         old_ptr,
         ref_ptr,
         adv_ptr,
+        w_ptr,
         mask_ptr,
         grad_ptr,
         sums_ptr,  # [B, 4]: sum m*l, sum m, sum m*kl, sum m*clipped
@@ -52,6 +57,7 @@ if HAVE_TRITON:
         T: tl.constexpr,
         BLOCK_T: tl.constexpr,
         HAS_REF: tl.constexpr,
+        HAS_W: tl.constexpr,
     ):
         row = tl.program_id(0).to(tl.int64)
         adv = tl.load(adv_ptr + row).to(tl.float32)
@@ -73,6 +79,10 @@ if HAVE_TRITON:
             is_clipped = l2 > l1
             per_tok = tl.where(is_clipped, l2, l1)
             grad = tl.where(is_clipped, 0.0, l1)  # d(-A r)/d logp = -A r
+            if HAS_W:
+                w = tl.load(w_ptr + offs, mask=inb, other=0.0).to(tl.float32)
+                per_tok = w * per_tok
+                grad = w * grad
             if HAS_REF:
                 ref = tl.load(ref_ptr + offs, mask=inb, other=0.0).to(tl.float32)
                 d = ref - lp
@@ -91,7 +101,7 @@ if HAVE_TRITON:
         tl.store(sums_ptr + row * 4 + 3, tl.sum(acc_clip, axis=0))
 
 
-def _token_terms_triton(logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta):
+def _token_terms_triton(logp, old_logp, ref_logp, advantages, is_weight, mask, clip_low, clip_high, beta):
     """Per-row sums [B, 4] and the masked per-token d l / d logp [B, T] (float32)."""
     rows, seq = logp.shape
     grad = torch.empty(rows, seq, dtype=torch.float32, device=logp.device)
@@ -100,14 +110,15 @@ def _token_terms_triton(logp, old_logp, ref_logp, advantages, mask, clip_low, cl
         return sums, grad
     block = min(1024, next_pow2(seq))
     _grpo_loss_kernel[(rows,)](
-        logp, old_logp, ref_logp if ref_logp is not None else logp, advantages, mask, grad, sums,
+        logp, old_logp, ref_logp if ref_logp is not None else logp, advantages,
+        is_weight if is_weight is not None else logp, mask, grad, sums,
         logp.stride(0), clip_low, clip_high, beta,
-        T=seq, BLOCK_T=block, HAS_REF=ref_logp is not None, num_warps=4,
+        T=seq, BLOCK_T=block, HAS_REF=ref_logp is not None, HAS_W=is_weight is not None, num_warps=4,
     )
     return sums, grad
 
 
-def _token_terms_torch(logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta):
+def _token_terms_torch(logp, old_logp, ref_logp, advantages, is_weight, mask, clip_low, clip_high, beta):
     """Same as the kernel, in torch ops (float32)."""
     lp = logp.float()
     m = mask.float()
@@ -118,6 +129,9 @@ def _token_terms_torch(logp, old_logp, ref_logp, advantages, mask, clip_low, cli
     is_clipped = l2 > l1
     per_tok = torch.where(is_clipped, l2, l1)
     grad = torch.where(is_clipped, torch.zeros_like(l1), l1)
+    if is_weight is not None:
+        per_tok = is_weight.float() * per_tok
+        grad = is_weight.float() * grad
     kl = torch.zeros_like(lp)
     if ref_logp is not None:
         d = ref_logp.float() - lp
@@ -154,9 +168,9 @@ class FusedGRPOLoss(torch.autograd.Function):
     """Forward computes the loss *and* d loss / d logp; backward scales it by the upstream grad."""
 
     @staticmethod
-    def forward(ctx, logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta, norm, denominator,
-                impl):
-        sums, grad = _IMPLS[impl](logp, old_logp, ref_logp, advantages, mask, clip_low, clip_high, beta)
+    def forward(ctx, logp, old_logp, ref_logp, advantages, is_weight, mask, clip_low, clip_high, beta, norm,
+                denominator, impl):
+        sums, grad = _IMPLS[impl](logp, old_logp, ref_logp, advantages, is_weight, mask, clip_low, clip_high, beta)
         loss, grad, metrics = _reduce(sums, grad, norm, denominator)
         ctx.save_for_backward(grad)
         ctx.logp_dtype = logp.dtype
@@ -168,13 +182,13 @@ class FusedGRPOLoss(torch.autograd.Function):
     def backward(ctx, g_loss, _g_kl, _g_clip):
         (grad,) = ctx.saved_tensors
         g = None if g_loss is None else (grad * g_loss).to(ctx.logp_dtype)
-        return g, None, None, None, None, None, None, None, None, None, None
+        return g, None, None, None, None, None, None, None, None, None, None, None
 
 
-def _check(logp, old_logp, ref_logp, advantages, mask, norm):
+def _check(logp, old_logp, ref_logp, advantages, mask, norm, is_weight=None):
     if logp.dim() != 2:
         raise ValueError(f"logp must be [B, T], got {tuple(logp.shape)}")
-    for name, t in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask)):
+    for name, t in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask), ("is_weight", is_weight)):
         if t is not None and t.shape != logp.shape:
             raise ValueError(f"{name} {tuple(t.shape)} must match logp {tuple(logp.shape)}")
     if advantages.shape != (logp.shape[0],):
@@ -195,6 +209,7 @@ def grpo_token_loss(
     *,
     clip_eps_high: float | None = None,
     denominator: float | None = None,
+    is_weight: torch.Tensor | None = None,
     backend: str | None = None,
 ):
     """GRPO loss (scalar, differentiable w.r.t. ``logp``) and detached metrics ``{kl, clip_ratio}``.
@@ -205,8 +220,10 @@ def grpo_token_loss(
     DAPO's asymmetric clip. With ``old_logp == logp.detach()`` (one optimiser step per batch) the
     ratio is 1 and the gradient is the plain policy gradient. ``denominator``: divide by this count
     (the step's tokens, or sequences with ``norm="sequence"``) instead of this batch's own.
+    ``is_weight`` [B, T]: a per-token importance-sampling weight multiplying the policy-gradient term
+    (not the KL term), detached; None is a weight of 1.
     """
-    _check(logp, old_logp, ref_logp, advantages, mask, norm)
+    _check(logp, old_logp, ref_logp, advantages, mask, norm, is_weight)
     if beta != 0.0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp")
     impl = resolve_backend(logp.device, backend)
@@ -216,6 +233,7 @@ def grpo_token_loss(
         old_logp.detach().contiguous(),
         ref,
         advantages.detach().contiguous(),
+        None if is_weight is None else is_weight.detach().to(torch.float32).contiguous(),
         mask.detach().to(torch.float32).contiguous(),
         float(clip_eps),
         float(clip_eps if clip_eps_high is None else clip_eps_high),
@@ -228,20 +246,22 @@ def grpo_token_loss(
 
 
 def grpo_token_loss_reference(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0,
-                              norm="token", *, clip_eps_high=None):
+                              norm="token", *, clip_eps_high=None, is_weight=None):
     """The torch reference through the same autograd.Function (what the CPU path runs)."""
     return grpo_token_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps, beta, norm,
-                           clip_eps_high=clip_eps_high, backend="reference")
+                           clip_eps_high=clip_eps_high, is_weight=is_weight, backend="reference")
 
 
 def grpo_token_loss_naive(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0,
-                          norm="token", *, clip_eps_high=None):
+                          norm="token", *, clip_eps_high=None, is_weight=None):
     """Plain autograd formula, written independently of the kernel: the tests' ground truth."""
     high = clip_eps if clip_eps_high is None else clip_eps_high
     m = mask.float()
     ratio = torch.exp(logp.float() - old_logp.float())
     adv = advantages.float().unsqueeze(1)
     pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip_eps, 1 + high))
+    if is_weight is not None:
+        pg = is_weight.detach().float() * pg
     per_tok = pg
     kl = torch.zeros_like(pg)
     if beta != 0.0:
