@@ -106,7 +106,7 @@ class Criterion(Section):
                 raise ValueError("a contrast criterion needs `positive` and `negative` (negative: \"\" for none)")
             if self.question:
                 raise ValueError("`question` belongs to method: question")
-        if self.method == "question" and "aggregate" in self.model_fields_set:
+        if self.method == "question" and self.aggregate != "mean":
             raise ValueError("`aggregate` belongs to method: contrast")
         return self
 
@@ -337,8 +337,10 @@ class GenerationConfig(Section):
     top_k: int = Field(0, ge=0)
     # Who samples the rollouts: torch (HF generate, the adapter folded in) or llama_cpp (the policy's
     # base GGUF in llama.cpp with the live LoRA applied; minirft.train.llama_rollout). auto: llama_cpp
-    # when the policy model is a GGUF file (and policy.backend is not unsloth), else torch.
-    engine: Literal["auto", "torch", "llama_cpp"] = "auto"
+    # when the policy model is a GGUF file (and policy.backend is not unsloth), else torch. The default is
+    # torch: on this project's CPU build llama.cpp sampled no faster than HF generate (0.84-1.14x,
+    # bench/results/rollout_engine_quick.json), so nothing yet justifies the off-policy correction.
+    engine: Literal["auto", "torch", "llama_cpp"] = "torch"
     # llama_cpp only: truncated importance-sampling weight min(π_torch / π_engine, cap) per token (TRL's
     # vllm_importance_sampling_cap); corrects for the engine's slightly different (quantized) numerics.
     importance_sampling_cap: float = Field(2.0, ge=1.0)

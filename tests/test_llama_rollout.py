@@ -179,13 +179,15 @@ def test_truncated_is_weights_by_hand():
     assert lw.item() == pytest.approx(expected + 0.5 * kl / 3, rel=1e-5)
 
 
-def test_auto_engine_is_llama_cpp_for_a_gguf_policy(tiny, tmp_path):
+def test_auto_engine_is_llama_cpp_for_a_gguf_policy_and_the_default_is_torch(tiny, tmp_path):
     from judge_fixtures import write_tiny_gguf
 
     gguf = write_tiny_gguf(tmp_path / "p.gguf")
     base = {"name": "t", "rewards": [{"type": "length"}], "data": {"path": "x.jsonl"}}
-    assert choose_engine(validate_recipe({**base, "policy": {"model": str(gguf), "backend": "hf"}})) == "llama_cpp"
-    assert choose_engine(validate_recipe({**base, "policy": {"model": str(tiny / "model")}})) == "torch"
+    auto = {"generation": {"engine": "auto"}}
+    assert choose_engine(validate_recipe({**base, **auto, "policy": {"model": str(gguf), "backend": "hf"}})) == "llama_cpp"
+    assert choose_engine(validate_recipe({**base, **auto, "policy": {"model": str(tiny / "model")}})) == "torch"
+    assert choose_engine(validate_recipe({**base, "policy": {"model": str(gguf), "backend": "hf"}})) == "torch"
     assert choose_engine(validate_recipe({**base, "policy": {"model": str(gguf)},
                                           "generation": {"engine": "torch"}})) == "torch"
 
