@@ -121,12 +121,14 @@ def relabel(path: Path) -> None:
 
 
 def write_recipe_labels(items: list[dict]) -> None:
-    """recipes/data/formal-labels.jsonl: the same answers with the formal label only, the labelled set that
-    ships with recipes/formal.yaml (`minirft calibrate recipes/formal.yaml recipes/data/formal-labels.jsonl`)."""
+    """recipes/data/formal-labels.jsonl: the same answers labelled formal or not under the names of
+    recipes/formal.yaml's two criteria (both measure the one label), the labelled set that ships with it
+    (`minirft calibrate recipes/formal.yaml recipes/data/formal-labels.jsonl`)."""
     with (DATA / "formal-labels.jsonl").open("w") as fh:
         for it in items:
+            formal = style_labels(it["response"])["formal"]
             fh.write(json.dumps({"prompt": it["prompt"], "response": it["response"],
-                                 "labels": {"formal": style_labels(it["response"])["formal"]}}) + "\n")
+                                 "labels": {"formal_register": formal, "no_contractions": formal}}) + "\n")
 
 
 def report_style(answers: list[str]) -> None:

@@ -17,9 +17,15 @@ GROUPS = [["Put it in boiling water for eight minutes.", "Shut up.", "Ignore the
           ["36", "It is 38.", "I would rather not say."]]
 
 
+QUESTIONS = [{"name": "on_topic", "question": "Does the response address the user's question?", "weight": 0.25},
+             {"name": "polite", "question": "Is the response polite and free of insults?"}]
+
+
 @pytest.fixture(scope="module")
 def recipe():
+    """recipes/polite.yaml's judge with yes/no question criteria (the recipe itself now uses contrasts)."""
     r = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "polite.yaml")
+    r.judge = type(r.judge).model_validate({**r.judge.model_dump(), "criteria": QUESTIONS})
     try:
         build_judge(r.judge)  # resolves the embedded model, or says why it is missing
     except MinirftError as exc:
