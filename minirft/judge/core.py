@@ -24,6 +24,8 @@ from minirft.recipe import JudgeConfig
 
 CHARS_PER_TOKEN = 4  # candidates are clipped to judge.max_candidate_tokens × this many characters
 BACKOFF_S = 0.25  # wait before retry k (k = 1, 2, …): BACKOFF_S · 2^(k-1) seconds
+# A rationale is greedy, capped at judge.rationale_max_tokens and ends at its first sentence end or line.
+RATIONALE_STOPS = ("\n", ". ", "! ", "? ")
 
 
 class GroupJudge:
@@ -167,11 +169,11 @@ class GroupJudge:
                 if flags[i][j] and cfg.rationale_per_criterion:
                     for c in asked:
                         queries.append(Query((header, row_seg, resp, L.criterion_rationale_cue(c.question)),
-                                             generate=cfg.rationale_max_tokens))
+                                             generate=cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
                         where.append(("why", i, j, c.name))
                 elif flags[i][j]:
                     queries.append(Query((header, row_seg, resp, L.rationale_cue()),
-                                         generate=cfg.rationale_max_tokens))
+                                         generate=cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
                     where.append(("why", i, j, None))
             if cfg.content_free and not cfg.scale:
                 empty = L.response("")
@@ -321,7 +323,7 @@ class GroupJudge:
                 if flags[i][j]:
                     whys.append((j, len(queries)))
                     queries.append(Query((header, row_seg, L.response(self._clip(cand)), L.rationale_cue()),
-                                         generate=cfg.rationale_max_tokens))
+                                         generate=cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
             plan.append((pairs, first, whys))
         results = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
         out = []
@@ -357,7 +359,7 @@ class GroupJudge:
             if rationale:
                 ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
                 queries.append(Query((header, row_seg, ra, rb + L.rationale_cue()),
-                                     generate=self.cfg.rationale_max_tokens))
+                                     generate=self.cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
         res = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
         step = 3 if rationale else 2
         out = []

@@ -110,6 +110,7 @@ class EngineStats:
     rationale_tokens: int = 0  # tokens generated (rationales)
     chunks: int = 0  # scheduled chunks of queries
     generate_loops: int = 0  # greedy generation loops (one per call that generates, whatever the chunking)
+    rationale_decodes: int = 0  # llama_decode calls of those loops (one per generated position, all sequences)
     score_s: float = 0.0  # wall seconds decoding headers and queries
     rationale_s: float = 0.0  # wall seconds of the generation loops
     extra: dict = field(default_factory=dict)
@@ -493,6 +494,7 @@ class Engine:
                 return take
 
             self._decode([(nxt[i], pos[i], seqs[i], greedy(i)) for i in active])
+            self.stats.rationale_decodes += 1
             for i in active:
                 pos[i] += 1
         for i, toks in out.items():
@@ -580,6 +582,7 @@ class LlamaEvaluator:
                         max_seqs=max_seqs, deterministic=deterministic)
         self._engine: Engine | None = None
         self._ids: dict[tuple, list[list[int]]] = {}
+        self._taken: dict[str, float] = {}  # the engine's counters at the last take_metrics
 
     @property
     def engine(self) -> Engine:
@@ -615,6 +618,18 @@ class LlamaEvaluator:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+
+    def take_metrics(self) -> dict[str, float]:
+        """The engine's work since the last call (the trainer logs it per step): seconds scoring and
+        generating rationales, and the tokens decoded for each (headers, query prompts, rationales)."""
+        if self._engine is None:
+            return {}
+        st = self._engine.stats
+        now = {"judge/score_s": st.score_s, "judge/rationale_s": st.rationale_s,
+               "judge/header_tokens": st.header_tokens, "judge/prompt_tokens": st.prompt_tokens,
+               "judge/rationale_tokens": st.rationale_tokens, "judge/queries": st.queries}
+        last, self._taken = self._taken, now
+        return {k: v - last.get(k, 0) for k, v in now.items()}
 
     def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
         """Per ``score_last`` query: log P of each token of its last segment, and the tokens' text."""
