@@ -7,28 +7,32 @@ A judge query is a *path* of text segments, shared-part first::
 
 Many queries share their leading segments (every query shares the header; the G completions of a
 row share the row prompt; the criteria of one candidate share the candidate). :meth:`Engine.run`
-arranges the queries of one call as a trie and decodes every trie node exactly once per chunk of
-``max_seqs`` queries:
+sorts the queries of one call into a trie and decodes every trie node exactly once per call:
 
 * the header lives in sequence 0 and stays cached across calls (the trainer scores every step
   with the same rubric, so after the first step the header costs nothing);
-* each query of a chunk gets its own sequence ``1..max_seqs``; a node shared by several queries is
-  decoded in the first of them and its KV cache is copied (``llama_memory_seq_cp``) to the others;
-* the nodes of one trie level are decoded together in one ``llama_decode`` batch, and logits are
-  requested only at the last token of each query (never ``logits_all``: with a 262k vocabulary
-  that is 5–14× slower).
+* the KV cache is unified (``kv_unified=True``): a cell carries the ids of every sequence that
+  shares it, so a shared node is decoded once with all its queries' sequence ids and stored once
+  (no per-sequence copies of a long prefix, no stream sized to the longest query);
+* queries run in chunks (:class:`Plan`) of at most ``max_seqs`` queries and about one query's worth
+  of cells, because every token attends over every cell in use; a chunk's nodes go in one decode
+  (pieces of n_batch tokens, breadth first), the prefix it shares with the next chunk (a row whose
+  completions span two chunks) is held in sequence 1 rather than decoded again;
+* logits are requested only at the last token of each query (never ``logits_all``: with a 262k
+  vocabulary that is 5–14× slower);
+* rationales (greedy generation) keep their sequences until one loop generates for all of them at
+  the end of the call, one token per sequence per decode.
 
-Numerics. The context uses one KV stream per sequence (``kv_unified=False``) and no flash
-attention, so a query never attends to another query's cells. Its logits still depend on how
-many rows each matrix product had: llama.cpp's CPU kernels pick different code paths (repacked
-4-row GEMM vs GEMV for quantized weights, tiled GEMM vs dot products for f16) with different
-summation orders, and a quantized 270M model turns that into visible probability differences.
-Measured on Gemma-3-270M Q4_K_M: batched vs one-at-a-time |ΔP| up to 0.066 (turning repacking off
-still gave 0.041, and a unified KV cache with multi-sequence tokens was no faster on 2 cores, so
-no batch layout we tried makes them equal); on an f32 model they agree to 1e-6.
-:data:`BATCH_TOLERANCE` states the bound that tests check. ``deterministic=True`` decodes one
-query at a time in a fixed chunking, so its scores are bit-identical whatever else is in the call
-(and equal to the one-at-a-time scores).
+Numerics. Masked attention keeps a query to its own cells (masked cells contribute exact zeros).
+Its logits still depend on the batch shapes: llama.cpp's CPU kernels pick different code paths
+(repacked 4-row GEMM vs GEMV for quantized weights, tiled GEMM vs dot products for f16 and for the
+f16 KV cache) with different summation and rounding, and a quantized 270M model turns that into
+visible probability differences. Measured on Gemma-3-270M Q4_K_M (per-stream layout): batched vs
+one-at-a-time |ΔP| up to 0.066; :data:`BATCH_TOLERANCE` states the bound the tests check. On an f32
+model with the f16 KV cache, token log-probs agree to ~1e-3 (6e-6 with an f32 KV cache). The same
+set of queries is laid out the same way in any order, so its numbers do not depend on the order.
+``deterministic=True`` keeps the old layout — one KV stream per sequence, one query at a time — so
+its scores are bit-identical whatever else is in the call (and equal to the one-at-a-time scores).
 
 The llama-cpp-python API changed names over versions (``llama_kv_cache_seq_cp`` became
 ``llama_memory_seq_cp`` on a memory handle); :class:`_Memory` detects what is present.
@@ -53,7 +57,10 @@ from minirft.judge.base import Evaluation, Query, TokenScores
 BATCH_TOLERANCE = 0.1  # max |ΔP(yes)| between batched and one-at-a-time scores on a quantized model
 MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: in a unified KV cache a sequence id is only a label on cells
 HEADER_SEQ, HOLD_SEQ = 0, 1  # the cached header; a prefix held from one chunk for the next
-CHUNK_CELLS = 1024  # KV cells a chunk of queries may use besides the header (at least 1.5x its longest query)
+# Every token of a chunk attends over all cells in use (masked attention): on Gemma-3-270M each 1,000
+# cells cost ~1.8 ms per token on top of ~2.4 ms of weights, so chunks stay near one query's size.
+CHUNK_CELLS = 256  # KV cells a chunk may use besides the header (at least 1.25x its longest query)
+KEEP_CELLS = 1024  # cells kept for rationales before their generation loop runs (at least one chunk's budget)
 
 
 def _llama():
@@ -304,7 +311,7 @@ class Engine:
             for i in range(len(queries)):  # one query at a time, in a fixed layout
                 self._run_chunk([queries[i]], [toks[i]], header, want_ids, [results[i]])
         else:
-            plan = Plan(queries, toks, len(header), self.max_seqs, max(CHUNK_CELLS, (need - len(header)) * 3 // 2))
+            plan = Plan(queries, toks, len(header), self.max_seqs, max(CHUNK_CELLS, (need - len(header)) * 5 // 4))
             self._ensure_context(need, len(header) + plan.cells, plan.n_seq)
             self._set_header(header)
             self._run_plan(plan, queries, toks, header, want_ids, results)
@@ -324,7 +331,7 @@ class Engine:
         keep: list[tuple[int, int, int]] = []  # (query, seq, pos) of generating queries
         held: tuple = ()
         try:
-            for members, next_held in plan.chunks:
+            for members, next_held, generate_after in plan.chunks:
                 if len(free) < len(members):  # more generating queries than sequence ids: generate now
                     self._generate_kept(keep, queries, results, free)
                 self.stats.chunks += 1
@@ -372,6 +379,8 @@ class Engine:
                     else:
                         self.mem.rm(seq_of[m])
                         free.append(seq_of[m])
+                if generate_after:
+                    self._generate_kept(keep, queries, results, free)
             self._generate_kept(keep, queries, results, free)
         finally:
             for m, s, _ in keep:
@@ -522,16 +531,19 @@ class Plan:
     of queries is laid out the same way in the cache (the same numbers, in any order); rows with
     generating queries last, since those keep their cells until the one generation loop at the end.
     Chunks: consecutive queries, at most ``max_q`` of them and ``budget`` KV cells of distinct trie nodes
-    (every query attends over the whole chunk's cells, so a chunk stays near the size of its longest
-    query rather than the whole call). ``next_held`` is the prefix a chunk shares with the next one: it
-    is kept (HOLD_SEQ) instead of being decoded again.
+    (every token attends over all cells in use, so a chunk stays near the size of its longest query
+    rather than the whole call). The prefix a chunk shares with the next one is held (HOLD_SEQ) instead
+    of being decoded again. Generating queries keep their cells until one greedy loop generates for all
+    of them, at the end of the call, or earlier once they hold ``KEEP_CELLS`` (long prompts: their
+    cells would slow every later chunk).
     """
 
     def __init__(self, queries: Sequence[Query], toks: list[list[tuple[int, ...]]], header_len: int,
                  max_q: int, budget: int) -> None:
         gen_rows = {t[0] for t, q in zip(toks, queries) if q.generate and t}
         self.order = sorted(range(len(toks)), key=lambda i: (bool(toks[i]) and toks[i][0] in gen_rows, toks[i]))
-        self.chunks: list[tuple[list[int], tuple]] = []
+        self.chunks: list[tuple[list[int], tuple, bool]] = []  # (queries, held for the next, generate after)
+        keep_limit = max(budget, KEEP_CELLS)
         cur: list[int] = []
         nodes: set[tuple] = set()
         cells = kept = peak = 0
@@ -543,7 +555,10 @@ class Plan:
             if cur and (len(cur) >= max_q or cells + add > budget):
                 held = _common(toks[cur[-1]], t)
                 kept += self._kept_cells(cur, toks, queries)
-                self.chunks.append((cur, held))
+                flush = kept >= keep_limit  # kept cells slow every later chunk: generate what is kept now
+                self.chunks.append((cur, held, flush))
+                if flush:
+                    kept = 0
                 cur, nodes = [], {held[:d + 1] for d in range(len(held))}
                 cells = sum(map(len, held))
                 add = sum(len(p[-1]) for p in paths if p not in nodes)
@@ -552,7 +567,7 @@ class Plan:
             cells += add
             peak = max(peak, kept + cells)
         if cur:
-            self.chunks.append((cur, ()))
+            self.chunks.append((cur, (), True))
         self.cells = peak + sum(q.generate for q in queries)
         self.n_seq = min(MAX_SEQ, 2 + max_q + n_gen)
 
