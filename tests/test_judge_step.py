@@ -28,11 +28,12 @@ def judge_for(tiny, **kw):
 def unique_prompt_tokens(judge, rows, groups) -> int:
     """Tokens of the step's distinct rows, responses and cues (the header is cached between calls)."""
     eng, L = judge.evaluator.engine, judge.layout
+    head = "Candidate response:\n<response>\n"  # the candidates' shared heading goes with the row
     total = 0
     for row, group in zip(rows, groups):
-        total += len(eng.tokenize(L.row(row)))
+        total += len(eng.tokenize(L.row(row) + head))
         for cand in group:
-            total += len(eng.tokenize(L.response(cand)))
+            total += len(eng.tokenize(L.response(cand)[len(head):]))
             total += sum(len(eng.tokenize(L.criterion_cue(c["question"]))) for c in CRITERIA)
     return total
 

@@ -160,9 +160,14 @@ class GroupJudge:
         for i, (row, group) in enumerate(zip(rows, groups)):
             if not asked:
                 break
-            row_seg = L.row(row)
+            resps = [L.response(self._clip(cand)) for cand in group]
+            empty = L.response("")
+            # The response heading ("Candidate response:\n<response>\n") is the same for every candidate:
+            # it goes with the row segment, so the engine decodes it once per row, not once per candidate.
+            head = _shared_head(resps + [empty]) if len(resps) > 1 else ""
+            row_seg = L.row(row) + head
             for j, cand in enumerate(group):
-                resp = L.response(self._clip(cand))
+                resp = resps[j][len(head):]
                 for c in asked:
                     queries.append(Query((header, row_seg, resp, L.criterion_cue(c.question))))
                     where.append(("crit", i, j, c.name))
@@ -176,9 +181,8 @@ class GroupJudge:
                                          generate=cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
                     where.append(("why", i, j, None))
             if cfg.content_free and not cfg.scale:
-                empty = L.response("")
                 for c in asked:
-                    queries.append(Query((header, row_seg, empty, L.criterion_cue(c.question))))
+                    queries.append(Query((header, row_seg, empty[len(head):], L.criterion_cue(c.question))))
                     where.append(("empty", i, None, c.name))
         results = self.evaluator.evaluate(queries, self._classes()) if queries else []
         crit = [[{} for _ in g] for g in groups]
@@ -369,6 +373,15 @@ class GroupJudge:
             out.append(PairVerdict(p_a=self._pref(scoring.swap_average(p_first, p_b_first)), p_a_first=p_first,
                                    p_a_second=1.0 - p_b_first, rationale=_rationale(r[2].text) if rationale else None))
         return out
+
+
+def _shared_head(texts: list[str]) -> str:
+    """The lines every text starts with (whole lines, and never all of any text)."""
+    import os.path
+
+    common = os.path.commonprefix(texts)
+    common = common[:common.rfind("\n") + 1]
+    return common if all(len(t) > len(common) for t in texts) else ""
 
 
 def _rationale(text: str) -> str | None:
