@@ -156,3 +156,26 @@ def test_the_tui_shows_the_judge_phases():
     plain = RunState("r")
     plain.apply([{"type": "step", "step": 1, "time": 1.0, "metrics": {"reward": 0.5, "judge_s": 8.2}}])
     assert "score" not in step_line(plain, 1)  # other backends: no breakdown, nothing invented
+
+
+def test_segments_are_cut_for_sharing_but_the_prompt_text_is_the_layouts(tiny_gguf):
+    """The shared headings move between segments (decoded once per row / per response A); the text the
+    judge reads, and the cache keys built from it, stay exactly the Layout's."""
+    for mode in ("rubric", "preference"):
+        j = judge_for(tiny_gguf, mode=mode, criteria=CRITERIA if mode == "rubric" else [], rationales="none")
+        try:
+            seen = []
+            real = j.evaluator.evaluate
+            j.evaluator.evaluate = lambda qs, classes: seen.extend(qs) or real(qs, classes)
+            j.score_groups(ROWS[:1], GROUPS[:1])
+            L, row, group = j.layout, ROWS[0], GROUPS[0]
+            if mode == "rubric":
+                want = {L.header() + L.row(row) + L.response(c) + L.criterion_cue(k["question"])
+                        for c in group for k in CRITERIA}
+            else:
+                want = {L.header() + L.row(row) + L.response(a, "A") + L.response(b, "B") + L.preference_cue()
+                        for a in group for b in group if a != b}
+            assert {"".join(q.segments) for q in seen} == want
+            assert len({q.segments[1] for q in seen}) == 1  # one row segment, headings included
+        finally:
+            j.close()

@@ -290,12 +290,18 @@ class GroupJudge:
         return self._pref(1.0 / (1.0 + math.exp(-(logit_a - logit_b))))
 
     # ------------------------------------------------------------------------------ preference
-    def _pair_queries(self, header, row_seg, a: str, b: str) -> list[Query]:
+    def _pair_segments(self, a: str, b: str, cue: str) -> tuple[str, str]:
+        """Response A, and response B with ``cue``; B's heading ("Response B:\n<response>\n", the same
+        for every B) goes with A's segment, so it is decoded once per A rather than once per pair."""
         L = self.layout
         ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
-        ra2, rb2 = L.response(self._clip(b), "A"), L.response(self._clip(a), "B")
-        return [Query((header, row_seg, ra, rb + L.preference_cue())),
-                Query((header, row_seg, ra2, rb2 + L.preference_cue()))]
+        head = _shared_head([rb, L.response("", "B")])
+        return ra + head, rb[len(head):] + cue
+
+    def _pair_queries(self, header, row_seg, a: str, b: str) -> list[Query]:
+        cue = self.layout.preference_cue()
+        return [Query((header, row_seg, *self._pair_segments(a, b, cue))),
+                Query((header, row_seg, *self._pair_segments(b, a, cue)))]
 
     def _preference(self, rows, groups, flags) -> list[list[Score]]:
         L, cfg = self.layout, self.cfg
@@ -361,8 +367,7 @@ class GroupJudge:
             row_seg = L.row(row)
             queries += self._pair_queries(header, row_seg, a, b)
             if rationale:
-                ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
-                queries.append(Query((header, row_seg, ra, rb + L.rationale_cue()),
+                queries.append(Query((header, row_seg, *self._pair_segments(a, b, L.rationale_cue())),
                                      generate=self.cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
         res = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
         step = 3 if rationale else 2
