@@ -178,7 +178,22 @@ def run_users(llm, prompts: list[str], warm: str, repeats: int, mode: str) -> di
     v = r.pop("result")
     r["verdicts_positive"] = sum(v)
     r["calls"] = len(prompts)
+    r["tokens_decoded"] = prefix_reuse_tokens(llm, [warm] + prompts) - len(llm.tokenize(warm.encode("utf-8")))
     return r
+
+
+def prefix_reuse_tokens(llm, prompts: list[str]) -> int:
+    """Tokens llama-cpp-python evaluates for these prompts in turn: each prompt less the longest token
+    prefix it shares with the one before (what its prompt-prefix reuse skips)."""
+    total, last = 0, []
+    for p in prompts:
+        toks = llm.tokenize(p.encode("utf-8"))
+        k = 0
+        while k < min(len(toks), len(last)) and toks[k] == last[k]:
+            k += 1
+        total += len(toks) - min(k, len(toks) - 1)  # the last token is always evaluated again for its logits
+        last = toks
+    return total
 
 
 def prompt_eval_rate(llm, text: str, repeats: int) -> dict:
@@ -227,7 +242,9 @@ def run_case(args, llm, name, mode, P, G, K, long: bool) -> dict:
     n = P * G
     for r in [mr, *users.values()]:
         r["cand_per_s"], r["cand_per_cpu_s"] = n / r["seconds"], n / r["cpu_seconds"]
-    case["speedup"] = {o: {"wall": u["seconds"] / mr["seconds"], "cpu": u["cpu_seconds"] / mr["cpu_seconds"]}
+    case["speedup"] = {o: {"wall": u["seconds"] / mr["seconds"], "cpu": u["cpu_seconds"] / mr["cpu_seconds"],
+                           # the speedup fewer tokens alone would give, at the same cost per token
+                           "tokens": u["tokens_decoded"] / mr["unique_tokens"]}
                        for o, u in users.items()}
     limit_s = mr["unique_tokens"] / rate["tokens_per_s"]
     limit_cpu = mr["unique_tokens"] / rate["tokens_per_cpu_s"]
@@ -287,7 +304,8 @@ def write(out: Path, args, cases, load0) -> None:
 
 def table(cases) -> None:
     head = (f"{'case':<16}{'prompt':<7}{'users nat':>11}{'users crit':>11}{'minirft':>9}{'x nat':>7}"
-            f"{'x crit':>7}{'limit':>7}{'why':>6}   (CPU seconds; x = users / minirft)")
+            f"{'x crit':>7}{'tok x':>7}{'limit':>7}{'why':>6}   (CPU seconds; x = users / minirft; "
+            "tok x: users' tokens / unique tokens, criterion-major or preference)")
     print(head)
     for c in cases:
         u, m = c["users"], c["minirft"]
@@ -297,6 +315,7 @@ def table(cases) -> None:
               f"{(crit['cpu_seconds'] if crit else float('nan')):>11.1f}{m['cpu_seconds']:>9.1f}"
               f"{c['speedup']['natural']['cpu']:>7.2f}"
               f"{(c['speedup']['criterion_major']['cpu'] if crit else float('nan')):>7.2f}"
+              f"{c['speedup']['criterion_major' if crit else 'natural']['tokens']:>7.2f}"
               f"{c['limit']['share_cpu']:>7.0%}{(why if why is not None else float('nan')):>6.0%}")
     print("wall seconds:")
     for c in cases:
