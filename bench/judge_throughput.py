@@ -1,15 +1,16 @@
-"""Judge throughput: 16 candidates sharing a long (≥ 500-token) rubric, scored three ways.
+"""Judge throughput on one pattern: 16 candidates of one row, one criterion, sharing a long (>= 500-token)
+rubric, scored three ways. (The judge work of a whole training step, against the users' loop in its
+natural and criterion-major orders, is bench/judge_step.py.)
 
 1. naive      — what users write today as a TRL reward function: per candidate, one
-                ``Llama.create_completion`` on the full judge prompt generating a short verdict.
-                llama-cpp-python reuses the KV of the longest prompt prefix shared with its previous
-                call, so back-to-back calls on one row already skip the rubric; ``naive_fresh``
-                (``reset()`` before each call, as when calls for other rows or criteria come in
-                between) pays the whole prompt every time.
+                ``Llama.create_completion(prompt, max_tokens=1)`` on the full judge prompt, the verdict
+                parsed from the text. llama-cpp-python reuses the KV of the longest prompt prefix shared
+                with its previous call, so back-to-back calls on one row skip the rubric: this pattern is
+                that loop's best case.
 2. sequential — minirft's engine with ``deterministic: true``: the rubric's KV is cached once, each
                 candidate's suffix is decoded alone.
-3. batched    — minirft's default path: rubric cached, all suffixes decoded in one batch with the
-                shared parts (the user prompt) decoded once and copied (``llama_memory_seq_cp``).
+3. batched    — minirft's default path: rubric cached, all suffixes decoded together, the shared parts
+                (the user prompt) decoded once and stored once in the unified KV cache.
 
 Timings are the best of REPEATS runs, as wall time and as process CPU time: on a shared machine
 CPU time is the fairer comparison (a method is not charged for other jobs' time slices).
@@ -55,7 +56,6 @@ FEW_SHOT = [
      {"answers": True, "correct": True, "safe": True, "honest": True}),
     ("Why is the sky blue?", "Bananas are a good source of potassium.", {"answers": False, "concise": False}),
 ]
-FRESH = 4
 REPEATS = 2  # best of: the machine is shared, so the minimum is the least disturbed run
 PROMPT = "How do I keep basil plants alive indoors?"
 CANDIDATES = [
@@ -123,28 +123,19 @@ def naive_path(model_path: str, threads: int, header: str, layout) -> dict:
     def prompt(c: str) -> str:
         return header + layout.row(row) + layout.response(c) + layout.criterion_cue(q)
 
-    llm.create_completion(prompt(CANDIDATES[0]), max_tokens=3, temperature=0.0)  # warm
+    llm.create_completion(prompt(CANDIDATES[0]), max_tokens=1, temperature=0.0)  # warm
     walls, cpus = [], []
     for _ in range(REPEATS):
         t, c = time.perf_counter(), time.process_time()
-        verdicts = [llm.create_completion(prompt(c), max_tokens=3, temperature=0.0)["choices"][0]["text"]
+        verdicts = [llm.create_completion(prompt(c), max_tokens=1, temperature=0.0)["choices"][0]["text"]
                     for c in CANDIDATES]
         walls.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
     dt = min(walls)
-    # Without llama-cpp-python's prompt-prefix reuse (e.g. prompts of other rows or other criteria in
-    # between): every call evaluates the whole prompt. Timed on 4 candidates, rate extrapolated.
-    t, c0 = time.perf_counter(), time.process_time()
-    for c in CANDIDATES[:FRESH]:
-        llm.reset()
-        llm.create_completion(prompt(c), max_tokens=3, temperature=0.0)
-    fresh = time.perf_counter() - t
-    fresh_cpu = time.process_time() - c0
     return {"seconds": dt, "cpu_seconds": min(cpus), "cand_per_s": len(CANDIDATES) / dt,
-            "cand_per_cpu_s": len(CANDIDATES) / min(cpus), "all_seconds": walls, "verdicts": verdicts,
-            "fresh_cand_per_cpu_s": FRESH / fresh_cpu,
-            "prompt_tokens": len(llm.tokenize(prompt(CANDIDATES[0]).encode())),
-            "fresh_cand_per_s": FRESH / fresh, "fresh_seconds_for_4": fresh}
+            "cand_per_cpu_s": len(CANDIDATES) / min(cpus), "all_seconds": walls,
+            "verdicts_yes": sum(v.strip().lower().startswith("yes") for v in verdicts),
+            "prompt_tokens": len(llm.tokenize(prompt(CANDIDATES[0]).encode()))}
 
 
 def raw_rate(model: str, threads: int, n_tokens: int = 512) -> dict:
@@ -153,14 +144,14 @@ def raw_rate(model: str, threads: int, n_tokens: int = 512) -> dict:
 
     eng = Engine(str(resolve_model(model).path), n_ctx=1024, n_threads=threads, max_seqs=1)
     toks = list(eng.tokenize("The quick brown fox jumps over the lazy dog. " * 60))[:n_tokens]
-    eng._ensure_context(len(toks) + 8)
-    eng._decode([(t, p, 1, False) for p, t in enumerate(toks[:32])])  # warm
+    eng._ensure_context(len(toks) + 8, len(toks) + 8, 2)
+    eng._decode([(t, p, 1, None) for p, t in enumerate(toks[:32])])  # warm
     eng.mem.rm(1)
     walls, cpus = [], []
     for _ in range(REPEATS):
         eng.mem.rm(1)
         t, c = time.perf_counter(), time.process_time()
-        eng._decode([(tok, p, 1, p == len(toks) - 1) for p, tok in enumerate(toks)])
+        eng._decode([(tok, p, 1, (lambda row: None) if p == len(toks) - 1 else None) for p, tok in enumerate(toks)])
         walls.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
     eng.close()
@@ -188,13 +179,11 @@ def main() -> None:
         "candidates": len(CANDIDATES), "rubric_tokens": batched["header_tokens"],
         "naive": naive, "sequential": sequential, "batched": batched, "raw_prompt_eval": raw,
         "speedup_batched_vs_naive": batched["cand_per_s"] / naive["cand_per_s"],
-        "speedup_batched_vs_naive_fresh": batched["cand_per_s"] / naive["fresh_cand_per_s"],
         "speedup_batched_vs_sequential": batched["cand_per_s"] / sequential["cand_per_s"],
         "speedup_sequential_vs_naive": sequential["cand_per_s"] / naive["cand_per_s"],
         "batched_share_of_raw_rate": share,
         "batched_share_of_raw_rate_cpu": share_cpu,
         "speedup_cpu_batched_vs_naive": batched["cand_per_cpu_s"] / naive["cand_per_cpu_s"],
-        "speedup_cpu_batched_vs_naive_fresh": batched["cand_per_cpu_s"] / naive["fresh_cand_per_cpu_s"],
         "speedup_cpu_batched_vs_sequential": batched["cand_per_cpu_s"] / sequential["cand_per_cpu_s"],
         "note": "taken on a shared 2-core machine with other jobs running; ratios are more reliable than absolutes",
     }
@@ -202,15 +191,11 @@ def main() -> None:
     for name in ("naive", "sequential", "batched"):
         print(f"{name:<12}{result[name]['seconds']:>10.2f}{result[name]['cand_per_s']:>10.2f}"
               f"{result[name]['cand_per_cpu_s']:>12.2f}")
-    print(f"{'naive_fresh':<12}{len(CANDIDATES) / naive['fresh_cand_per_s']:>10.2f}"
-          f"{naive['fresh_cand_per_s']:>10.2f}{naive['fresh_cand_per_cpu_s']:>12.2f}"
-          f"   (extrapolated from {FRESH} candidates)")
     print(f"rubric tokens {result['rubric_tokens']}, naive prompt {naive['prompt_tokens']} tokens")
-    print(f"batched/naive_fresh {result['speedup_batched_vs_naive_fresh']:.1f}x   "
-          f"batched/naive {result['speedup_batched_vs_naive']:.1f}x   batched/sequential "
-          f"{result['speedup_batched_vs_sequential']:.2f}x   sequential/naive {result['speedup_sequential_vs_naive']:.1f}x")
-    print(f"by CPU time: batched/naive_fresh {result['speedup_cpu_batched_vs_naive_fresh']:.1f}x   batched/naive "
-          f"{result['speedup_cpu_batched_vs_naive']:.1f}x   batched/sequential {result['speedup_cpu_batched_vs_sequential']:.2f}x")
+    print(f"batched/naive {result['speedup_batched_vs_naive']:.2f}x   batched/sequential "
+          f"{result['speedup_batched_vs_sequential']:.2f}x   sequential/naive {result['speedup_sequential_vs_naive']:.2f}x")
+    print(f"by CPU time: batched/naive {result['speedup_cpu_batched_vs_naive']:.2f}x   "
+          f"batched/sequential {result['speedup_cpu_batched_vs_sequential']:.2f}x")
     print(f"raw prompt eval {raw['tokens_per_s']:.0f} tok/s ({raw['tokens_per_cpu_s']:.0f} per cpu-s); batched path "
           f"decodes at {share:.0%} of it ({share_cpu:.0%} by CPU time)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

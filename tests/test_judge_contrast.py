@@ -79,7 +79,9 @@ def test_llama_cpp_batched_equals_one_at_a_time_and_deterministic_is_exact(tiny_
         c = det.score_tokens(qs)
         d = [det.score_tokens([q])[0] for q in reversed(qs)][::-1]
         for x, y, z, w in zip(a, b, c, d):
-            np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-4)
+            # f32 model, f16 KV cache: the unified cache's batch shapes pick other attention kernels, which
+            # round the f16 K/V inputs differently (|Δ| up to ~6e-4 here; 6e-6 with an f32 KV cache)
+            np.testing.assert_allclose(x.logprobs, y.logprobs, atol=2e-3)
             assert np.array_equal(z.logprobs, w.logprobs)  # deterministic: bit-identical whatever the batch
     finally:
         for ev in (batched, single, det):

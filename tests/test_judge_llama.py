@@ -89,10 +89,12 @@ def test_prefix_sharing_decodes_each_shared_segment_once(tiny):
         decoded = eng.stats.tokens_decoded - before
         L = j.layout
         expect = 0
+        head = "Candidate response:\n<response>\n"  # shared by a row's candidates: decoded with the row
         for row, group in zip(ROWS, GROUPS):
-            expect += len(eng.tokenize(L.row(row)))
+            expect += len(eng.tokenize(L.row(row) + head))
             for cand in group:
-                expect += len(eng.tokenize(L.response(cand)))
+                assert L.response(cand).startswith(head)
+                expect += len(eng.tokenize(L.response(cand)[len(head):]))
                 expect += sum(len(eng.tokenize(L.criterion_cue(c["question"]))) for c in CRITERIA)
         assert decoded == expect  # header reused from the cache, rows and candidates decoded once
         assert eng.stats.header_reuses >= 1

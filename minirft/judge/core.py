@@ -24,6 +24,8 @@ from minirft.recipe import JudgeConfig
 
 CHARS_PER_TOKEN = 4  # candidates are clipped to judge.max_candidate_tokens × this many characters
 BACKOFF_S = 0.25  # wait before retry k (k = 1, 2, …): BACKOFF_S · 2^(k-1) seconds
+# A rationale is greedy, capped at judge.rationale_max_tokens and ends at its first sentence end or line.
+RATIONALE_STOPS = ("\n", ". ", "! ", "? ")
 
 
 class GroupJudge:
@@ -158,25 +160,29 @@ class GroupJudge:
         for i, (row, group) in enumerate(zip(rows, groups)):
             if not asked:
                 break
-            row_seg = L.row(row)
+            resps = [L.response(self._clip(cand)) for cand in group]
+            empty = L.response("")
+            # The response heading ("Candidate response:\n<response>\n") is the same for every candidate:
+            # it goes with the row segment, so the engine decodes it once per row, not once per candidate.
+            head = _shared_head(resps + [empty]) if len(resps) > 1 else ""
+            row_seg = L.row(row) + head
             for j, cand in enumerate(group):
-                resp = L.response(self._clip(cand))
+                resp = resps[j][len(head):]
                 for c in asked:
                     queries.append(Query((header, row_seg, resp, L.criterion_cue(c.question))))
                     where.append(("crit", i, j, c.name))
                 if flags[i][j] and cfg.rationale_per_criterion:
                     for c in asked:
                         queries.append(Query((header, row_seg, resp, L.criterion_rationale_cue(c.question)),
-                                             generate=cfg.rationale_max_tokens))
+                                             generate=cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
                         where.append(("why", i, j, c.name))
                 elif flags[i][j]:
                     queries.append(Query((header, row_seg, resp, L.rationale_cue()),
-                                         generate=cfg.rationale_max_tokens))
+                                         generate=cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
                     where.append(("why", i, j, None))
             if cfg.content_free and not cfg.scale:
-                empty = L.response("")
                 for c in asked:
-                    queries.append(Query((header, row_seg, empty, L.criterion_cue(c.question))))
+                    queries.append(Query((header, row_seg, empty[len(head):], L.criterion_cue(c.question))))
                     where.append(("empty", i, None, c.name))
         results = self.evaluator.evaluate(queries, self._classes()) if queries else []
         crit = [[{} for _ in g] for g in groups]
@@ -285,12 +291,18 @@ class GroupJudge:
         return self._pref(1.0 / (1.0 + math.exp(-(logit_a - logit_b))))
 
     # ------------------------------------------------------------------------------ preference
-    def _pair_queries(self, header, row_seg, a: str, b: str) -> list[Query]:
+    def _pair_segments(self, a: str, b: str, cue: str) -> tuple[str, str]:
+        """Response A, and response B with ``cue``; B's heading ("Response B:\n<response>\n", the same
+        for every B) goes with A's segment, so it is decoded once per A rather than once per pair."""
         L = self.layout
         ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
-        ra2, rb2 = L.response(self._clip(b), "A"), L.response(self._clip(a), "B")
-        return [Query((header, row_seg, ra, rb + L.preference_cue())),
-                Query((header, row_seg, ra2, rb2 + L.preference_cue()))]
+        head = _shared_head([rb, L.response("", "B")])
+        return ra + head, rb[len(head):] + cue
+
+    def _pair_queries(self, header, row_seg, a: str, b: str) -> list[Query]:
+        cue = self.layout.preference_cue()
+        return [Query((header, row_seg, *self._pair_segments(a, b, cue))),
+                Query((header, row_seg, *self._pair_segments(b, a, cue)))]
 
     def _preference(self, rows, groups, flags) -> list[list[Score]]:
         L, cfg = self.layout, self.cfg
@@ -322,7 +334,7 @@ class GroupJudge:
                 if flags[i][j]:
                     whys.append((j, len(queries)))
                     queries.append(Query((header, row_seg, L.response(self._clip(cand)), L.rationale_cue()),
-                                         generate=cfg.rationale_max_tokens))
+                                         generate=cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
             plan.append((pairs, first, whys))
         results = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
         out = []
@@ -356,9 +368,8 @@ class GroupJudge:
             row_seg = L.row(row)
             queries += self._pair_queries(header, row_seg, a, b)
             if rationale:
-                ra, rb = L.response(self._clip(a), "A"), L.response(self._clip(b), "B")
-                queries.append(Query((header, row_seg, ra, rb + L.rationale_cue()),
-                                     generate=self.cfg.rationale_max_tokens))
+                queries.append(Query((header, row_seg, *self._pair_segments(a, b, L.rationale_cue())),
+                                     generate=self.cfg.rationale_max_tokens, stop=RATIONALE_STOPS))
         res = self.evaluator.evaluate(queries, [scoring.variants("A"), scoring.variants("B")])
         step = 3 if rationale else 2
         out = []
@@ -368,6 +379,15 @@ class GroupJudge:
             out.append(PairVerdict(p_a=self._pref(scoring.swap_average(p_first, p_b_first)), p_a_first=p_first,
                                    p_a_second=1.0 - p_b_first, rationale=_rationale(r[2].text) if rationale else None))
         return out
+
+
+def _shared_head(texts: list[str]) -> str:
+    """The lines every text starts with (whole lines, and never all of any text)."""
+    import os.path
+
+    common = os.path.commonprefix(texts)
+    common = common[:common.rfind("\n") + 1]
+    return common if all(len(t) > len(common) for t in texts) else ""
 
 
 def _rationale(text: str) -> str | None:

@@ -299,7 +299,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
                                    step_s=time.perf_counter() - t_step)
             if cal is not None and cal.digest is not None:
                 metrics["calibration"] = cal.digest  # the judge calibration this step's scores went through
-            metrics.update(_judge_counters(judge))  # judge.cache hits/misses, http requests/latency/tokens
+            metrics.update(_judge_counters(judge, metrics["judge_s"]))  # cache hits, http requests, judge phases
             log.write("step", step, metrics=metrics)
             for sample in sample_rows(recipe, batch):
                 log.write("sample", step, **sample)
@@ -402,10 +402,13 @@ def _start_run(recipe: Recipe, run_dir: Path, *, resume: bool, argv: list[str],
     write_text(command, before + " ".join(argv) + "\n")
     say(f"run dir: {run_dir}")
     return EventLog(run_dir / "events.jsonl", listeners=open_trackers(recipe.logging, run_dir))
-def _judge_counters(judge: Any) -> dict:
+def _judge_counters(judge: Any, judge_s: float) -> dict:
     from minirft.judge.cache import take_judge_metrics
 
-    return take_judge_metrics(judge) if judge is not None else {}
+    out = take_judge_metrics(judge) if judge is not None else {}
+    if "judge/score_s" in out:  # judge_s = scoring + rationales + overhead (prompt layout, parsing, retries)
+        out["judge/overhead_s"] = max(0.0, judge_s - out["judge/score_s"] - out.get("judge/rationale_s", 0.0))
+    return out
 
 
 def _main_thread() -> bool:

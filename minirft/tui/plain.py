@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from minirft.events import EventReader
-from minirft.tui.fmt import duration, num
+from minirft.tui.fmt import duration, judge_phases, num
 from minirft.tui.run_state import RunState
 
 
@@ -28,6 +28,9 @@ def step_line(state: RunState, step: int) -> str:
     parts += [f"kl {num(m.get('kl'), 4)}", f"loss {num(m.get('loss'), 4)}",
               f"len {num(m.get('completion_length'), 1)}", f"{num(m.get('step_s'), 1)}s",
               f"{num(m.get('tokens_per_s'), 0)} tok/s"]
+    phases = judge_phases(m)
+    if phases:
+        parts.append(phases)
     if m.get("judge_errors"):
         parts.append(f"judge_errors {m['judge_errors']}")
     return "  ".join(parts)

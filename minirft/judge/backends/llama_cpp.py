@@ -7,28 +7,32 @@ A judge query is a *path* of text segments, shared-part first::
 
 Many queries share their leading segments (every query shares the header; the G completions of a
 row share the row prompt; the criteria of one candidate share the candidate). :meth:`Engine.run`
-arranges the queries of one call as a trie and decodes every trie node exactly once per chunk of
-``max_seqs`` queries:
+sorts the queries of one call into a trie and decodes every trie node exactly once per call:
 
 * the header lives in sequence 0 and stays cached across calls (the trainer scores every step
   with the same rubric, so after the first step the header costs nothing);
-* each query of a chunk gets its own sequence ``1..max_seqs``; a node shared by several queries is
-  decoded in the first of them and its KV cache is copied (``llama_memory_seq_cp``) to the others;
-* the nodes of one trie level are decoded together in one ``llama_decode`` batch, and logits are
-  requested only at the last token of each query (never ``logits_all``: with a 262k vocabulary
-  that is 5–14× slower).
+* the KV cache is unified (``kv_unified=True``): a cell carries the ids of every sequence that
+  shares it, so a shared node is decoded once with all its queries' sequence ids and stored once
+  (no per-sequence copies of a long prefix, no stream sized to the longest query);
+* queries run in chunks (:class:`Plan`) of at most ``max_seqs`` queries and about one query's worth
+  of cells, because every token attends over every cell in use; a chunk's nodes go in one decode
+  (pieces of n_batch tokens, breadth first), the prefix it shares with the next chunk (a row whose
+  completions span two chunks) is held in sequence 1 rather than decoded again;
+* logits are requested only at the last token of each query (never ``logits_all``: with a 262k
+  vocabulary that is 5–14× slower);
+* rationales (greedy generation) keep their sequences until one loop generates for all of them at
+  the end of the call, one token per sequence per decode.
 
-Numerics. The context uses one KV stream per sequence (``kv_unified=False``) and no flash
-attention, so a query never attends to another query's cells. Its logits still depend on how
-many rows each matrix product had: llama.cpp's CPU kernels pick different code paths (repacked
-4-row GEMM vs GEMV for quantized weights, tiled GEMM vs dot products for f16) with different
-summation orders, and a quantized 270M model turns that into visible probability differences.
-Measured on Gemma-3-270M Q4_K_M: batched vs one-at-a-time |ΔP| up to 0.066 (turning repacking off
-still gave 0.041, and a unified KV cache with multi-sequence tokens was no faster on 2 cores, so
-no batch layout we tried makes them equal); on an f32 model they agree to 1e-6.
-:data:`BATCH_TOLERANCE` states the bound that tests check. ``deterministic=True`` decodes one
-query at a time in a fixed chunking, so its scores are bit-identical whatever else is in the call
-(and equal to the one-at-a-time scores).
+Numerics. Masked attention keeps a query to its own cells (masked cells contribute exact zeros).
+Its logits still depend on the batch shapes: llama.cpp's CPU kernels pick different code paths
+(repacked 4-row GEMM vs GEMV for quantized weights, tiled GEMM vs dot products for f16 and for the
+f16 KV cache) with different summation and rounding, and a quantized 270M model turns that into
+visible probability differences. Measured on Gemma-3-270M Q4_K_M (per-stream layout): batched vs
+one-at-a-time |ΔP| up to 0.066; :data:`BATCH_TOLERANCE` states the bound the tests check. On an f32
+model with the f16 KV cache, token log-probs agree to ~1e-3 (6e-6 with an f32 KV cache). The same
+set of queries is laid out the same way in any order, so its numbers do not depend on the order.
+``deterministic=True`` keeps the old layout — one KV stream per sequence, one query at a time — so
+its scores are bit-identical whatever else is in the call (and equal to the one-at-a-time scores).
 
 The llama-cpp-python API changed names over versions (``llama_kv_cache_seq_cp`` became
 ``llama_memory_seq_cp`` on a memory handle); :class:`_Memory` detects what is present.
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -50,6 +55,12 @@ from minirft.judge.base import Evaluation, Query, TokenScores
 
 
 BATCH_TOLERANCE = 0.1  # max |ΔP(yes)| between batched and one-at-a-time scores on a quantized model
+MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: in a unified KV cache a sequence id is only a label on cells
+HEADER_SEQ, HOLD_SEQ = 0, 1  # the cached header; a prefix held from one chunk for the next
+# Every token of a chunk attends over all cells in use (masked attention): on Gemma-3-270M each 1,000
+# cells cost ~1.8 ms per token on top of ~2.4 ms of weights, so chunks stay near one query's size.
+CHUNK_CELLS = 256  # KV cells a chunk may use besides the header (at least 1.25x its longest query)
+KEEP_CELLS = 1024  # cells kept for rationales before their generation loop runs (at least one chunk's budget)
 
 
 def _llama():
@@ -75,8 +86,9 @@ class _Memory:
         else:  # pragma: no cover
             raise MinirftError("this llama-cpp-python has neither llama_memory_seq_cp nor llama_kv_cache_seq_cp")
 
-    def cp(self, src: int, dst: int) -> None:
-        self._cp(self._mem, src, dst, -1, -1)
+    def cp(self, src: int, dst: int, end: int = -1) -> None:
+        """Give ``dst`` the cells of ``src`` at positions below ``end`` (all when -1)."""
+        self._cp(self._mem, src, dst, -1, end)
 
     def rm(self, seq: int) -> None:
         self._rm(self._mem, seq, -1, -1)
@@ -100,6 +112,14 @@ class EngineStats:
     queries: int = 0
     per_query_tokens: int = 0  # what one-prompt-per-query evaluation would have decoded
     logit_rows: int = 0  # logits rows read (verdicts, scored tokens, generated tokens)
+    header_tokens: int = 0  # tokens decoded for headers (0 while the cached one is reused)
+    prompt_tokens: int = 0  # tokens decoded for the queries' other segments (a shared node once)
+    rationale_tokens: int = 0  # tokens generated (rationales)
+    chunks: int = 0  # scheduled chunks of queries
+    generate_loops: int = 0  # greedy generation loops (one per call that generates, whatever the chunking)
+    rationale_decodes: int = 0  # llama_decode calls of those loops (one per generated position, all sequences)
+    score_s: float = 0.0  # wall seconds decoding headers and queries
+    rationale_s: float = 0.0  # wall seconds of the generation loops
     extra: dict = field(default_factory=dict)
 
 
@@ -131,7 +151,7 @@ class Engine:
         except (ValueError, RuntimeError) as exc:
             raise MinirftError(f"judge model {model_path}: llama.cpp could not load it ({exc})") from None
         self.max_seqs = max_seqs
-        self.n_seq = max_seqs + 1  # sequence 0 holds the header
+        self.n_seq = 2 if deterministic else max_seqs + 2  # 0: the header; 1: a held prefix / the query
         self.n_batch = n_batch
         self.deterministic = deterministic
         self.n_threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
@@ -140,40 +160,51 @@ class Engine:
         self.n_ctx_cap = n_ctx  # judge.n_ctx: the most tokens one query may have
         self.n_ctx_seq = 0  # context per sequence (each has its own KV stream), sized by _ensure_context
         self.n_vocab = self.model.n_vocab()
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1 if deterministic else MAX_SEQ)
+        self.n_cells = self.n_seq_ctx = 0  # the unified cache's size (default mode), set by _ensure_context
+        self._gen_decoded = 0  # tokens decoded by generation loops (fed-back generated tokens)
         self._header: tuple[int, ...] | None = None
         self.tokenize = TokenCache(lambda text, bos: self.model.tokenize(text.encode("utf-8"), bos, True))
         self.stats = EngineStats()
         self.add_bos = bool(self.model.add_bos_token())
 
-    def _ensure_context(self, need: int) -> None:
-        """(Re)create the context so every sequence has room for ``need`` tokens.
+    def _ensure_context(self, need: int, cells: int = 0, n_seq: int = 0) -> None:
+        """(Re)create the context when the current one is too small.
 
-        With one KV stream per sequence, llama.cpp attends over every stream's full size on every
-        decode, so a context sized to the longest query (not to judge.n_ctx) is several times faster.
-        It grows when a longer query arrives (the cached header is then decoded again).
+        ``need``: the longest query (with its generated tokens), checked against judge.n_ctx.
+        Default mode: one unified KV cache of at least ``cells`` cells for at least ``n_seq``
+        sequences; it only grows (with room to spare), so it is not rebuilt call after call.
+        Deterministic mode: one KV stream per sequence, each judge.n_ctx long (a fixed shape).
         """
         if need > self.n_ctx_cap:
             raise RuntimeError(f"judge query is {need} tokens; judge.n_ctx is {self.n_ctx_cap}")
-        if self.context is not None and need <= self.n_ctx_seq:
-            return
-        size = min(self.n_ctx_cap, max(512, -(-int(need * 1.25) // 256) * 256))
         if self.deterministic:
-            size = self.n_ctx_cap  # a fixed shape: the numerics must not depend on the longest query of a call
+            if self.context is not None:
+                return
+            size, n_seq, total = self.n_ctx_cap, self.n_seq, self.n_ctx_cap * self.n_seq
+        else:
+            if self.context is not None and cells <= self.n_cells and n_seq <= self.n_seq_ctx:
+                return
+            total = max(self.n_cells, -(-int(max(cells, 2 * self.n_batch) * 1.5) // 256) * 256)
+            n_seq = max(self.n_seq_ctx, min(MAX_SEQ, n_seq + 16))
+            size = total
         l = self._l
         if self.context is not None:
             self.context.close()
             self.context = None
         cparams = l.llama_context_default_params()
-        cparams.n_ctx = size * self.n_seq
+        cparams.n_ctx = total
         cparams.n_batch = self.n_batch
         cparams.n_ubatch = self.n_batch
-        cparams.n_seq_max = self.n_seq
+        cparams.n_seq_max = n_seq
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         cparams.flash_attn_type = l.LLAMA_FLASH_ATTN_TYPE_DISABLED
         if hasattr(cparams, "kv_unified"):
-            cparams.kv_unified = False  # one stream per sequence: a query's scores never see another's cells
+            # Default: one cache whose cells carry the ids of every sequence that shares them (a shared
+            # prefix is stored once, no copies); masked attention keeps each query to its own cells.
+            # Deterministic: one stream per sequence, so a query's numbers never depend on its neighbours.
+            cparams.kv_unified = not self.deterministic
         if hasattr(cparams, "n_outputs_max"):
             cparams.n_outputs_max = self.n_batch  # 0 means a default that can be below a batch's outputs
         if hasattr(cparams, "swa_full"):
@@ -187,6 +218,7 @@ class Engine:
         self.ctx = self.context.ctx
         self.mem = _Memory(l, self.ctx)
         self.n_ctx_seq = size
+        self.n_cells, self.n_seq_ctx = total, n_seq
         self._header = None
         self.stats.extra["contexts"] = self.stats.extra.get("contexts", 0) + 1
 
@@ -203,19 +235,25 @@ class Engine:
         return raw.decode("utf-8", errors="replace") if raw else ""
 
     # ---------------------------------------------------------------------------- decode
-    def _decode(self, items: list[tuple[int, int, int, Any]]) -> None:
-        """Decode (token, pos, seq, take) items in n_batch pieces. ``take`` is None (no logits) or a callable
-        given that position's logits row, at once: llama.cpp keeps logits only until the next decode, and
-        the callable reads what it needs from the row in place (a 262k-entry row is never copied per
-        position)."""
+    def _decode(self, items: list[tuple[int, int, Any, Any]]) -> None:
+        """Decode (token, pos, seq, take) items in n_batch pieces. ``seq`` is a sequence id or a tuple
+        of them (a token shared by several sequences of the unified cache: decoded once, stored once).
+        ``take`` is None (no logits) or a callable given that position's logits row, at once: llama.cpp
+        keeps logits only until the next decode, and the callable reads what it needs from the row in
+        place (a 262k-entry row is never copied per position)."""
         b = self._batch
         for start in range(0, len(items), self.n_batch):
             piece = items[start:start + self.n_batch]
             for i, (tok, pos, seq, take) in enumerate(piece):
                 b.token[i] = tok
                 b.pos[i] = pos
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = seq
+                if isinstance(seq, int):
+                    b.n_seq_id[i] = 1
+                    b.seq_id[i][0] = seq
+                else:
+                    b.n_seq_id[i] = len(seq)
+                    for k, s in enumerate(seq):
+                        b.seq_id[i][k] = s
                 b.logits[i] = 0 if take is None else 1
             b.n_tokens = len(piece)
             rc = self._l.llama_decode(self.ctx, b)
@@ -236,10 +274,10 @@ class Engine:
         if self._header == header:
             self.stats.header_reuses += 1
             return
-        for s in range(self.n_seq):
-            self.mem.rm(s)
+        self.mem.rm(-1)  # every sequence
         self._header = None
-        self._decode([(t, p, 0, None) for p, t in enumerate(header)])
+        self._decode([(t, p, HEADER_SEQ, None) for p, t in enumerate(header)])
+        self.stats.header_tokens += len(header)
         self._header = header
 
     # ---------------------------------------------------------------------------- run
@@ -254,6 +292,8 @@ class Engine:
         headers = {q.segments[0] for q in queries}
         if len(headers) != 1:
             raise ValueError("all queries of one run must share the header segment")
+        t0 = time.perf_counter()
+        gen_before = self.stats.rationale_s
         header = self.tokenize(queries[0].segments[0], bos=self.add_bos)
         want_ids = np.asarray(want, dtype=np.int64)
         # Tokenize segments separately: the tokens of a shared segment are then identical in every query.
@@ -262,19 +302,106 @@ class Engine:
             if q.score_last and (len(t) < 2 or not t[-1] or not t[-2]):
                 raise ValueError("a score_last query needs non-empty last and second-to-last segments")
         lengths = [len(header) + sum(map(len, t)) for t in toks]
-        self._ensure_context(max(n + q.generate for n, q in zip(lengths, queries)))
-        self._set_header(header)
+        need = max(n + q.generate for n, q in zip(lengths, queries))
+        results: list[Result] = [Result() for _ in queries]
+        before, header_before, gen_decoded_before = self.stats.tokens_decoded, self.stats.header_tokens, self._gen_decoded
+        if self.deterministic:
+            self._ensure_context(need)
+            self._set_header(header)
+            for i in range(len(queries)):  # one query at a time, in a fixed layout
+                self._run_chunk([queries[i]], [toks[i]], header, want_ids, [results[i]])
+        else:
+            plan = Plan(queries, toks, len(header), self.max_seqs, max(CHUNK_CELLS, (need - len(header)) * 5 // 4))
+            self._ensure_context(need, len(header) + plan.cells, plan.n_seq)
+            self._set_header(header)
+            self._run_plan(plan, queries, toks, header, want_ids, results)
         self.stats.per_query_tokens += sum(lengths)
         self.stats.queries += len(queries)
-        results: list[Result] = [Result() for _ in queries]
-        chunk = 1 if self.deterministic else self.max_seqs
-        for start in range(0, len(queries), chunk):
-            idx = list(range(start, min(start + chunk, len(queries))))
-            self._run_chunk([queries[i] for i in idx], [toks[i] for i in idx], header,
-                            want_ids, [results[i] for i in idx])
+        self.stats.prompt_tokens += (self.stats.tokens_decoded - before - (self.stats.header_tokens - header_before)
+                                     - (self._gen_decoded - gen_decoded_before))
+        self.stats.score_s += time.perf_counter() - t0 - (self.stats.rationale_s - gen_before)
         return results
 
+    def _run_plan(self, plan: "Plan", queries, toks, header, want_ids, results) -> None:
+        """Default mode: each chunk's distinct trie nodes in one decode (pieces of n_batch tokens), every
+        token tagged with the sequences of all queries below it. The prefix a chunk shares with the next
+        (a row split over two chunks) stays in HOLD_SEQ; generating queries keep their sequence until one
+        greedy loop generates for all of them at the end."""
+        free = list(range(MAX_SEQ - 1, HOLD_SEQ, -1))
+        keep: list[tuple[int, int, int]] = []  # (query, seq, pos) of generating queries
+        held: tuple = ()
+        try:
+            for members, next_held, generate_after in plan.chunks:
+                if len(free) < len(members):  # more generating queries than sequence ids: generate now
+                    self._generate_kept(keep, queries, results, free)
+                self.stats.chunks += 1
+                seq_of, pos, start = {}, {}, {}
+                for m in members:
+                    s = free.pop()
+                    seq_of[m] = s
+                    # the part of the held prefix this query starts with (its last segment, or for
+                    # score_last its last two, must be decoded here: their logits are read)
+                    k = len(_common(held, toks[m][:len(toks[m]) - (2 if queries[m].score_last else 1)]))
+                    if k:
+                        start[m], pos[m] = k, len(header) + sum(map(len, held[:k]))
+                        self.mem.cp(HOLD_SEQ, s, pos[m])
+                    else:
+                        self.mem.cp(HEADER_SEQ, s)
+                        start[m], pos[m] = 0, len(header)
+                depth = max(len(toks[m]) for m in members)
+                scored = {m: np.zeros(len(toks[m][-1])) for m in members if queries[m].score_last}
+                items: list[tuple[int, int, Any, Any]] = []
+                for d in range(depth):  # breadth first: a node's tokens always come after its parent's
+                    groups: dict[tuple, list[int]] = {}
+                    for m in members:
+                        if start[m] <= d < len(toks[m]):
+                            groups.setdefault(tuple(toks[m][: d + 1]), []).append(m)
+                    for key, group in groups.items():
+                        seg, p0 = key[-1], pos[group[0]]
+                        seqs = tuple(seq_of[m] for m in group)
+                        for j, tok in enumerate(seg):
+                            items.append((tok, p0 + j, seqs,
+                                          self._take(d, j, seg, group, queries, toks, want_ids, results, scored)))
+                        for m in group:
+                            pos[m] += len(seg)
+                self._decode(items)
+                for m, lps in scored.items():
+                    results[m].token_logprobs = lps
+                if held != next_held:
+                    self.mem.rm(HOLD_SEQ)
+                    if next_held:
+                        owner = next(m for m in reversed(members) if tuple(toks[m][:len(next_held)]) == next_held)
+                        self.mem.cp(seq_of[owner], HOLD_SEQ, len(header) + sum(map(len, next_held)))
+                    held = next_held
+                for m in members:
+                    if queries[m].generate:
+                        keep.append((m, seq_of[m], pos[m]))
+                    else:
+                        self.mem.rm(seq_of[m])
+                        free.append(seq_of[m])
+                if generate_after:
+                    self._generate_kept(keep, queries, results, free)
+            self._generate_kept(keep, queries, results, free)
+        finally:
+            for m, s, _ in keep:
+                self.mem.rm(s)
+            self.mem.rm(HOLD_SEQ)
+
+    def _generate_kept(self, keep, queries, results, free) -> None:
+        if not keep:
+            return
+        idx = [m for m, _, _ in keep]
+        sub = [queries[m] for m in idx]
+        res = [results[m] for m in idx]
+        self._generate(sub, res, [s for _, s, _ in keep], [p for _, _, p in keep])
+        for _, s, _ in keep:
+            self.mem.rm(s)
+            free.append(s)
+        keep.clear()
+
     def _run_chunk(self, queries, toks, header, want_ids, results) -> None:
+        """Deterministic mode: the queries (one) in their own KV stream, level by level, shared nodes
+        decoded once and copied (``llama_memory_seq_cp``)."""
         n = len(queries)
         seqs = list(range(1, n + 1))
         for s in seqs:
@@ -344,10 +471,16 @@ class Engine:
         return take
 
     def _generate(self, queries, results, seqs, pos) -> None:
-        """Greedy continuation, one token per active sequence per decode (rationales)."""
+        """Greedy continuation of every generating query together: one decode per step with one token
+        per active sequence (rationales). Stops at a stop string, end of generation or the token cap."""
         active = [i for i, q in enumerate(queries) if q.generate]
+        if not active:
+            return
+        t0, dec0 = time.perf_counter(), self.stats.tokens_decoded
+        self.stats.generate_loops += 1
         out: dict[int, list[int]] = {i: [] for i in active}
         nxt = {i: results[i].first for i in active}
+        pos = list(pos)
         eog = self._l.llama_vocab_is_eog
         while active:
             still = []
@@ -370,11 +503,15 @@ class Engine:
                 return take
 
             self._decode([(nxt[i], pos[i], seqs[i], greedy(i)) for i in active])
+            self.stats.rationale_decodes += 1
             for i in active:
                 pos[i] += 1
         for i, toks in out.items():
             results[i].text = cut_at_stop(self.model.detokenize(toks).decode("utf-8", errors="replace"),
                                           queries[i].stop)
+            self.stats.rationale_tokens += len(toks)
+        self._gen_decoded += self.stats.tokens_decoded - dec0
+        self.stats.rationale_s += time.perf_counter() - t0
 
     def close(self) -> None:
         if self._batch is not None:
@@ -384,6 +521,70 @@ class Engine:
             self.context.close()
             self.context = None
         self.model.close()
+
+
+class Plan:
+    """How the default mode runs the queries of one call: their order and their chunks.
+
+    Order: a trie walk (queries sorted by their tokens), so queries that share a prefix are adjacent
+    whatever order they came in (criterion-major callers cost what row-major ones do) and the same set
+    of queries is laid out the same way in the cache (the same numbers, in any order); rows with
+    generating queries last, since those keep their cells until the one generation loop at the end.
+    Chunks: consecutive queries, at most ``max_q`` of them and ``budget`` KV cells of distinct trie nodes
+    (every token attends over all cells in use, so a chunk stays near the size of its longest query
+    rather than the whole call). The prefix a chunk shares with the next one is held (HOLD_SEQ) instead
+    of being decoded again. Generating queries keep their cells until one greedy loop generates for all
+    of them, at the end of the call, or earlier once they hold ``KEEP_CELLS`` (long prompts: their
+    cells would slow every later chunk).
+    """
+
+    def __init__(self, queries: Sequence[Query], toks: list[list[tuple[int, ...]]], header_len: int,
+                 max_q: int, budget: int) -> None:
+        gen_rows = {t[0] for t, q in zip(toks, queries) if q.generate and t}
+        self.order = sorted(range(len(toks)), key=lambda i: (bool(toks[i]) and toks[i][0] in gen_rows, toks[i]))
+        self.chunks: list[tuple[list[int], tuple, bool]] = []  # (queries, held for the next, generate after)
+        keep_limit = max(budget, KEEP_CELLS)
+        cur: list[int] = []
+        nodes: set[tuple] = set()
+        cells = kept = peak = 0
+        n_gen = sum(1 for q in queries if q.generate)
+        for i in self.order:
+            t = toks[i]
+            paths = [tuple(t[:d + 1]) for d in range(len(t))]
+            add = sum(len(p[-1]) for p in paths if p not in nodes)
+            if cur and (len(cur) >= max_q or cells + add > budget):
+                held = _common(toks[cur[-1]], t)
+                kept += self._kept_cells(cur, toks, queries)
+                flush = kept >= keep_limit  # kept cells slow every later chunk: generate what is kept now
+                self.chunks.append((cur, held, flush))
+                if flush:
+                    kept = 0
+                cur, nodes = [], {held[:d + 1] for d in range(len(held))}
+                cells = sum(map(len, held))
+                add = sum(len(p[-1]) for p in paths if p not in nodes)
+            cur.append(i)
+            nodes.update(paths)
+            cells += add
+            peak = max(peak, kept + cells)
+        if cur:
+            self.chunks.append((cur, (), True))
+        self.cells = peak + sum(q.generate for q in queries)
+        self.n_seq = min(MAX_SEQ, 2 + max_q + n_gen)
+
+    @staticmethod
+    def _kept_cells(members, toks, queries) -> int:
+        paths = {tuple(toks[m][:d + 1]) for m in members if queries[m].generate for d in range(len(toks[m]))}
+        return sum(len(p[-1]) for p in paths)
+
+
+def _common(a: list, b: list) -> tuple:
+    """The segments two queries' paths start with."""
+    out = []
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        out.append(x)
+    return tuple(out)
 
 
 class LlamaEvaluator:
@@ -396,6 +597,7 @@ class LlamaEvaluator:
                         max_seqs=max_seqs, deterministic=deterministic)
         self._engine: Engine | None = None
         self._ids: dict[tuple, list[list[int]]] = {}
+        self._taken: dict[str, float] = {}  # the engine's counters at the last take_metrics
 
     @property
     def engine(self) -> Engine:
@@ -431,6 +633,18 @@ class LlamaEvaluator:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+
+    def take_metrics(self) -> dict[str, float]:
+        """The engine's work since the last call (the trainer logs it per step): seconds scoring and
+        generating rationales, and the tokens decoded for each (headers, query prompts, rationales)."""
+        if self._engine is None:
+            return {}
+        st = self._engine.stats
+        now = {"judge/score_s": st.score_s, "judge/rationale_s": st.rationale_s,
+               "judge/header_tokens": st.header_tokens, "judge/prompt_tokens": st.prompt_tokens,
+               "judge/rationale_tokens": st.rationale_tokens, "judge/queries": st.queries}
+        last, self._taken = self._taken, now
+        return {k: v - last.get(k, 0) for k, v in now.items()}
 
     def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
         """Per ``score_last`` query: log P of each token of its last segment, and the tokens' text."""

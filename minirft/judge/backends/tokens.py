@@ -29,9 +29,10 @@ def reached_stop(text: str, stops: Sequence[str]) -> bool:
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """``text`` stripped and cut before the first occurrence of any stop string."""
+    """``text`` stripped and cut at the first occurrence of any stop string; what a stop has before its
+    trailing whitespace is kept (the period of the sentence end ". ", nothing of "\n")."""
     text = text.strip()
     for s in stops:
         if s in text:
-            text = text.split(s)[0].strip()
+            text = (text.split(s)[0] + s.rstrip()).strip()
     return text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from minirft.tui.fmt import duration, num
+from minirft.tui.fmt import duration, judge_phases, num
 from minirft.tui.run_state import RunState
 
 STATE_STYLE = {
@@ -71,6 +71,10 @@ def render_header(state: RunState, now: float, *, follow: bool, unseen_steps: in
     line.append(duration(eta))
     line.append("  ", style="dim")
     line.append(f"{num(state.latest_metrics().get('tokens_per_s'), 0)} tok/s")
+    phases = judge_phases(state.latest_metrics())
+    if phases:  # where the judge's time went (llama_cpp backend): scoring, rationales, the rest
+        line.append("  ")
+        line.append(phases, style="dim")
     if follow:
         line.append("   ▶ following", style="green")
     else:
