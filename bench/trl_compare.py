@@ -75,32 +75,35 @@ def _reset_peak() -> bool:
 
 
 class Phases:
-    """Peak RSS per phase: the phase's own VmHWM (reset at its start) and the RSS left after it, in MB."""
+    """Peak RSS per phase, in MB: the phase's own peak (VmHWM, reset as each phase ends, so a phase's peak
+    includes any gap before it) and the RSS left after it. Resetting VmHWM also resets what the kernel
+    reports as the process's ``ru_maxrss``, so the run's peak is tracked here (``overall_mb``)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict] = {}
+        self.overall_mb = 0.0
         self.resets = _reset_peak()
         self.mark_end("imports (torch, transformers, peft, llama_cpp)")
 
     def wrap(self, name: str, fn):
         def inner(*a, **k):
-            self.mark_start()
             try:
                 return fn(*a, **k)
             finally:
                 self.mark_end(name)
         return inner
 
-    def mark_start(self) -> None:
-        _reset_peak()
-
     def mark_end(self, name: str) -> None:
         peak, rss = _status_kb("VmHWM") / 1024, _status_kb("VmRSS") / 1024
+        self.overall_mb = max(self.overall_mb, peak)
         row = self.rows.setdefault(name, {"peak_mb": 0.0, "rss_after_mb": 0.0, "calls": 0})
         row["peak_mb"] = round(max(row["peak_mb"], peak), 1)
         row["rss_after_mb"] = round(rss, 1)
         row["calls"] += 1
         _reset_peak()
+
+    def final_mb(self) -> float:
+        return round(max(self.overall_mb, _status_kb("VmHWM") / 1024), 1)
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -161,14 +164,7 @@ def run_minirft(args, work: Path) -> dict:
     rollout.judge_groups = ph.wrap("judging", rollout.judge_groups)
     update = loop.update
 
-    def wrapped_update(*a, **k):
-        ph.mark_start()
-        try:
-            return update(*a, **k)
-        finally:
-            ph.mark_end("policy forward+backward")
-
-    loop.update = wrapped_update
+    loop.update = ph.wrap("policy forward+backward", update)
     reference = Policy.reference
 
     def ref(self):
@@ -188,7 +184,7 @@ def run_minirft(args, work: Path) -> dict:
     rewards = [e["metrics"].get("reward") for e in steps]
     return {"step_s": [e["metrics"]["step_s"] for e in steps], "reward_mean": rewards,
             "phase_s": {k: [e["metrics"].get(k) for e in steps] for k in ("generation_s", "judge_s", "update_s")},
-            "phases_mb": ph.rows, "phase_peaks_reset": ph.resets}
+            "phases_mb": ph.rows, "phase_peaks_reset": ph.resets, "tracked_peak_mb": ph.final_mb()}
 
 
 def users_judge_reward(recipe, threads: int):
@@ -330,7 +326,8 @@ def spawn(args, trainer: str, dtype: str, out: Path) -> dict:
         tail = out.with_suffix(".log").read_text()[-3000:]
         raise SystemExit(f"{trainer} ({dtype}) failed with exit code {proc.returncode}:\n{tail}")
     res = json.loads(out.read_text())
-    res["peak_rss_gb"] = round(usage.ru_maxrss / 1024 / 1024, 3)  # Linux: KiB
+    # Linux: KiB. A worker that reset its VmHWM (the minirft one, for its phases) tracked its own peak.
+    res["peak_rss_gb"] = round(max(usage.ru_maxrss / 1024, res.get("tracked_peak_mb", 0.0)) / 1024, 3)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     return res
 
@@ -362,15 +359,38 @@ def main() -> None:
         return worker(args)
 
     dtypes, trainers = args.dtypes.split(","), args.trainers.split(",")
+    name = f"trl_compare_{args.config}" + ("" if args.config == "polite" else f"_{args.model}") + (
+        "_quick" if args.quick else "")
+    out = ROOT / "bench" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("worker", "dtype", "out", "note")}
     results: dict[str, dict[str, dict]] = {}
+
+    def med(r: dict) -> float:
+        return statistics.median(r["step_s"][1:] or r["step_s"])
+
+    def summary() -> list[dict]:
+        rows = []
+        for dtype, by in results.items():
+            for r in by.values():
+                r["median_step_s"] = round(med(r), 3)
+            ratio = med(by["minirft"]) / med(by["trl"]) if {"minirft", "trl"} <= by.keys() else None
+            rows.append({"dtype": dtype, "minirft_over_trl_step": None if ratio is None else round(ratio, 3),
+                         **{f"{t}_median_step_s": r["median_step_s"] for t, r in by.items()},
+                         **{f"{t}_peak_rss_gb": r["peak_rss_gb"] for t, r in by.items()}})
+        return rows
+
+    def save(complete: bool) -> None:  # after every trainer: a run cut short keeps what it measured
+        out.write_text(json.dumps({"settings": settings, "note": args.note, "complete": complete, "goals": GOALS,
+                                   "rows": summary(), "results": results}, indent=1) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in dtypes:
             for trainer in trainers:
                 print(f"running {trainer} ({dtype}, {args.steps} steps)...", file=sys.stderr, flush=True)
                 results.setdefault(dtype, {})[trainer] = spawn(args, trainer, dtype, Path(tmp) / f"{trainer}-{dtype}.json")
-
-    def med(r: dict) -> float:
-        return statistics.median(r["step_s"][1:] or r["step_s"])
+                save(False)
+    save(True)
 
     what = ("recipes/polite.yaml (SmolLM2-135M policy, Gemma-270M judge: minirft's batched judge vs a "
             "llama-cpp-python create_completion loop in TRL)" if args.config == "polite"
@@ -378,28 +398,19 @@ def main() -> None:
     print(f"\nGRPO side by side: {what}; {args.steps} steps, {args.threads} threads; "
           "median step s (first step excluded), peak RSS of each trainer's process")
     print(f"{'dtype':<9} {'trainer':<8} {'s/step':>8} {'peak RSS GB':>12} {'minirft/TRL':>12}")
-    rows = []
-    for dtype, by in results.items():
-        ratio = med(by["minirft"]) / med(by["trl"]) if {"minirft", "trl"} <= by.keys() else None
-        for trainer, r in by.items():
-            r["median_step_s"] = round(med(r), 3)
-            print(f"{dtype:<9} {trainer:<8} {med(r):>8.2f} {r['peak_rss_gb']:>12.2f} "
+    for row in summary():
+        for trainer in trainers:
+            ratio = row["minirft_over_trl_step"]
+            print(f"{row['dtype']:<9} {trainer:<8} {row[trainer + '_median_step_s']:>8.2f} "
+                  f"{row[trainer + '_peak_rss_gb']:>12.2f} "
                   f"{(f'{ratio:.2f}x' if ratio is not None and trainer == 'minirft' else ''):>12}")
-        rows.append({"dtype": dtype, "minirft_over_trl_step": None if ratio is None else round(ratio, 3)})
     for dtype, by in results.items():
         if "minirft" in by:
             print(f"\nminirft ({dtype}) peak RSS per phase (MB: the phase's own peak, RSS after it)")
-            for name, p in by["minirft"]["phases_mb"].items():
-                print(f"  {name:<26} {p['peak_mb']:>8.0f} {p['rss_after_mb']:>8.0f}")
+            for phase, p in by["minirft"]["phases_mb"].items():
+                print(f"  {phase:<48} {p['peak_mb']:>8.0f} {p['rss_after_mb']:>8.0f}")
     print(f"goals: minirft step time <= {GOALS['step_ratio']}x TRL; minirft peak RSS <= {GOALS['peak_rss_gb']} GB "
           "(polite)")
-    name = f"trl_compare_{args.config}" + ("" if args.config == "polite" else f"_{args.model}") + (
-        "_quick" if args.quick else "")
-    out = ROOT / "bench" / "results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("worker", "dtype", "out", "note")}
-    out.write_text(json.dumps({"settings": settings, "note": args.note, "goals": GOALS, "rows": rows,
-                               "results": results}, indent=1) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 
 
