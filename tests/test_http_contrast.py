@@ -34,7 +34,7 @@ POLITE = {"name": "polite", "method": "contrast", "positive": "The assistant rep
 ROW = parse_row({"prompt": "What is 2+2?", "reference": "4"}, "t", 1)
 GROUP = ["It is 4, my friend.", "4", "Go away, it is 5."]
 # The server evaluates each prompt in one batch; the in-process engine shares prefixes across sequences
-# (both keep the KV cache in f16): float rounding only, on the same tokens. Measured max |diff| ~1e-5.
+# (both keep the KV cache in f16): float rounding only, on the same tokens.
 TOL = 1e-3
 
 
