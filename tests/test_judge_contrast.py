@@ -214,12 +214,6 @@ def test_criterion_fields_follow_the_method(bad, message):
         JudgeConfig(criteria=[bad])
 
 
-def test_http_backend_names_the_method_it_cannot_score():
-    judge = build_judge(JudgeConfig(backend="http", criteria=[POLITE], retries=0))
-    with pytest.raises(MinirftError, match="judge.backend: http cannot score criteria with method: contrast"):
-        judge.score_groups([ROW], [GROUP])
-
-
 def test_calibrate_fit_for_a_contrast_criterion(tiny_gguf, tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
     recipe = tmp_path / "r.yaml"

@@ -89,16 +89,13 @@ def _cached(cfg: JudgeConfig, ev):
 
 
 def _chat_template(path) -> str:
-    """The GGUF's chat template, read from its metadata without loading the weights."""
-    try:
-        import gguf
+    """The GGUF's chat template, read from its metadata without loading the weights (nor, as
+    gguf.GGUFReader would, every field: +690 MB peak RSS and 11-35 s on Gemma-3's 262k vocabulary)."""
+    from minirft.gguf_meta import read_string
 
-        reader = gguf.GGUFReader(str(path))
-        field = reader.fields.get("tokenizer.chat_template")
-        if field is None:
-            return ""
-        return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
-    except Exception:  # noqa: BLE001 - an unreadable template means plain text prompts
+    try:
+        return read_string(path, "tokenizer.chat_template") or ""
+    except (OSError, ValueError):  # an unreadable template means plain text prompts
         return ""
 
 

@@ -54,7 +54,7 @@ class CachedEvaluator:
         except sqlite3.Error as exc:
             raise MinirftError(f"judge.cache: {self.path}: cannot open as SQLite ({exc})") from None
         self._lock = threading.Lock()
-        if hasattr(inner, "score_tokens"):  # contrast criteria: only where the backend can (not http)
+        if hasattr(inner, "score_tokens"):  # contrast criteria: where the backend can
             self.score_tokens = self._score_tokens
         self.hits = self.misses = 0
         self._step_hits = self._step_misses = 0

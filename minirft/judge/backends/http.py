@@ -21,6 +21,18 @@ exponential backoff (``backoff_s``, doubled each time, or the server's ``Retry-A
 read from the environment variable named by ``judge.http.api_key_env``; it never appears in a recipe,
 a log or an error message. :meth:`HttpEvaluator.take_metrics` reports requests, retries, latency and
 the servers' token counts (``usage``) since the last call: the trainer puts them in each step's metrics.
+
+Contrast criteria (``method: contrast``) need the log-probability of every token of the response given
+the text before it: :meth:`HttpEvaluator.score_tokens` asks ``/completions`` (whatever ``api`` says:
+the contrast layout is plain text) for the prompt's own log-probabilities, the OpenAI way —
+``echo: true, logprobs: 1, max_tokens: 1`` — which llama-cpp-python's server (its default
+``--logits_all true``) and vLLM answer. The response's tokens are those at or after its character
+offset in the prompt (``text_offset``; a token straddling the boundary counts as the response's), the
+one generated token is dropped. The server tokenizes the whole prompt at once where the in-process
+backends tokenize segment by segment, so a tokenizer that merges across a segment boundary gives
+slightly different tokens. A server that refuses (llama-cpp-python with ``--logits_all false``) or
+returns only the generated token's log-prob (llama.cpp's ``llama-server``) is a one-line error naming
+the method.
 """
 
 from __future__ import annotations
@@ -36,14 +48,20 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+import numpy as np
+
 from minirft.errors import MinirftError
 from minirft.judge import scoring
-from minirft.judge.base import Evaluation, Query
+from minirft.judge.base import Evaluation, Query, TokenScores
 from minirft.recipe import HttpJudgeConfig
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_WAIT_S = 30.0
 _TURN = re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>\n", re.DOTALL)
+
+
+class _Refused(RuntimeError):
+    """An HTTP error about log-probabilities or echo: the server cannot do it, retrying will not help."""
 
 
 class _Retryable(RuntimeError):
@@ -69,6 +87,7 @@ class HttpEvaluator:
         self.chat = cfg.api == "chat"
         base = cfg.url.rstrip("/")
         self.url = base + ("/chat/completions" if self.chat else "/completions")
+        self.completions_url = base + "/completions"  # contrast criteria: prompt log-probs (echo)
         self.headers = {"Content-Type": "application/json"}
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
@@ -107,14 +126,16 @@ class HttpEvaluator:
         return out
 
     # ------------------------------------------------------------------------------ requests
-    def _post_once(self, body: dict) -> dict:
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=self.headers)
+    def _post_once(self, body: dict, url: str) -> dict:
+        req = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), headers=self.headers)
         try:
             with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
                 return json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", errors="replace")[:200]
-            message = f"judge server {self.url}: HTTP {exc.code}: {detail}"
+            detail = _error_detail(exc.read().decode("utf-8", errors="replace"))
+            message = f"judge server {url}: HTTP {exc.code}: {detail}"
+            if re.search(r"logprob|logits|echo", detail, re.IGNORECASE):
+                raise _Refused(message) from None
             if exc.code in RETRY_STATUS:
                 wait = exc.headers.get("Retry-After") if exc.headers else None
                 try:
@@ -124,13 +145,13 @@ class HttpEvaluator:
                 raise _Retryable(message, seconds) from None
             raise RuntimeError(message) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise _Retryable(f"judge server {self.url}: {getattr(exc, 'reason', exc)}") from None
+            raise _Retryable(f"judge server {url}: {getattr(exc, 'reason', exc)}") from None
 
-    def _post(self, body: dict) -> dict:
+    def _post(self, body: dict, url: str | None = None) -> dict:
         t0, retries = time.perf_counter(), 0
         while True:
             try:
-                out = self._post_once(body)
+                out = self._post_once(body, url or self.url)
                 self._note(time.perf_counter() - t0, out.get("usage") if isinstance(out, dict) else None, retries)
                 return out
             except _Retryable as exc:
@@ -177,8 +198,74 @@ class HttpEvaluator:
             raise RuntimeError(f"judge server {self.url}: {exc}"
                                + ("" if "ChatML" in str(exc) else f" in the top {self.top_logprobs} logprobs")) from None
 
+    # ------------------------------------------------------------------------------ contrast
+    def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
+        """Per ``score_last`` query: log P of each token of its last segment, from the server's prompt
+        log-probabilities (``echo``); a server without them is a MinirftError naming the method."""
+        return list(self._pool.map(self._score_one, queries))
+
+    def _score_one(self, q: Query) -> TokenScores:
+        prompt = "".join(q.segments)
+        body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "echo": True,
+                "logprobs": 1}
+        try:
+            out = self._post(body, self.completions_url)
+        except _Refused as exc:
+            raise MinirftError(f"judge.http.url: {self.completions_url} cannot return prompt log-probabilities, "
+                               f"which criteria with method: contrast need "
+                               f"({_one_line(str(exc)).removeprefix(f'judge server {self.completions_url}: ')})"
+                               + (" — start llama-cpp-python's server with --logits_all true"
+                                  if "logits_all" in str(exc) else "")) from None
+        return response_token_scores(out, prompt, len(prompt) - len(q.segments[-1]), self.completions_url)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def _error_detail(body: str) -> str:
+    """An error body's message (OpenAI shape ``{"error": {"message": …}}``), else its start."""
+    try:
+        message = json.loads(body)["error"]["message"]
+        if isinstance(message, str):
+            return message[:300]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return body[:200]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def response_token_scores(response: dict, prompt: str, start: int, url: str) -> TokenScores:
+    """The log-probs and texts of the prompt's tokens from character ``start`` on, from an echoed
+    legacy-completions response (``logprobs.tokens / token_logprobs / text_offset``).
+
+    A token that starts before ``start`` but reaches past it (a merge across the boundary) counts as the
+    response's; tokens at or after ``len(prompt)`` (the generated one) are dropped."""
+    lacks = (f"judge.http.url: {url} returned no log-probabilities for the prompt's tokens, which criteria with "
+             "method: contrast need (the server ignores `echo: true`; llama-cpp-python's server and vLLM answer it, "
+             "llama.cpp's llama-server does not)")
+    try:
+        lp = response["choices"][0]["logprobs"] or {}
+        tokens, values, offsets = lp["tokens"], lp["token_logprobs"], lp["text_offset"]
+    except (KeyError, IndexError, TypeError):
+        raise MinirftError(lacks) from None
+    if not (len(tokens) == len(values) == len(offsets)) or not offsets or offsets[0] >= start:
+        raise MinirftError(lacks)
+    first = None
+    for k, off in enumerate(offsets):
+        end = offsets[k + 1] if k + 1 < len(offsets) else off + len(tokens[k])
+        if off >= start or end > start:
+            first = k
+            break
+    picked = [k for k in range(first if first is not None else len(offsets), len(offsets)) if offsets[k] < len(prompt)]
+    if not picked or any(values[k] is None for k in picked) or (
+            tokens[picked[-1]] and not prompt.startswith(tokens[picked[-1]], offsets[picked[-1]])):
+        raise MinirftError(f"judge.http.url: {url}: the echoed prompt tokens do not line up with the prompt "
+                           "(`text_offset` is not a character offset into it)")
+    return TokenScores(np.asarray([float(values[k]) for k in picked], dtype=np.float64),
+                       tuple(tokens[k] for k in picked))
 
 
 def top_logprobs(response: dict) -> dict[str, float]:
