@@ -247,7 +247,7 @@ class GroupJudge:
         score_tokens = getattr(self.evaluator, "score_tokens", None)
         if score_tokens is None:
             raise MinirftError(f"judge.backend: {cfg.backend} cannot score criteria with method: contrast "
-                               "(it needs the log-probabilities of the response's tokens); use llama_cpp or torch")
+                               "(it needs the log-probabilities of the response's tokens); use llama_cpp, torch or http")
         queries: list[Query] = []
         where: list[tuple] = []
         for i, (row, group) in enumerate(zip(rows, groups)):
