@@ -96,3 +96,16 @@ def test_diversity_collapse():
     assert run(RunMonitor(), 6, samples)[0] == (3, "diversity_collapse")
     fired = run(RunMonitor(), 12, clean_samples, lambda s: {"frac_reward_zero_std": 1.0 if s >= 4 else 0.0})
     assert fired == [(8, "diversity_collapse")]
+
+
+def test_rubric_texts_take_a_contrast_criterions_positive_condition():
+    from minirft.recipe import JudgeConfig
+    from minirft.train.monitor import addresses_judge, rubric_texts
+
+    cfg = JudgeConfig(criteria=[{"name": "q", "question": "Is the response polite and free of insults?"},
+                                {"name": "c", "method": "contrast", "negative": "",
+                                 "positive": "The assistant replies politely and respectfully."}])
+    texts = rubric_texts(cfg)
+    assert texts == ["Is the response polite and free of insults?", "The assistant replies politely and respectfully."]
+    assert addresses_judge("Sure. The assistant replies politely and respectfully.", texts)
+    assert rubric_texts(None) == []

@@ -60,7 +60,7 @@ from minirft.train.llama_rollout import choose_engine, open_generator
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
 from minirft.judge.panel import agreement
-from minirft.train.monitor import RunMonitor
+from minirft.train.monitor import RunMonitor, rubric_texts
 
 
 # ------------------------------------------------------------------------------------- the loss
@@ -260,7 +260,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         say(f"warning: {log.repaired}")
 
     # Reward-hacking and drift detectors (minirft.train.monitor): warnings in the log and on stderr.
-    monitor = RunMonitor([c.question or c.positive for c in recipe.judge.criteria] if recipe.judge else [])
+    monitor = RunMonitor(rubric_texts(recipe.judge))
     limits = _LimitNotes(recipe, log, say)
     status, message = "failed", "crashed"
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None

@@ -37,6 +37,12 @@ ADDRESSING = re.compile(
 )
 
 
+def rubric_texts(judge) -> list[str]:
+    """What a completion could echo back at the judge: each criterion's question, or a contrast's positive
+    condition (``judge``: the recipe's JudgeConfig, or None)."""
+    return [c.question or c.positive for c in judge.criteria] if judge is not None else []
+
+
 def addresses_judge(text: str, rubric_questions: Iterable[str] = ()) -> bool:
     """True when a completion talks to the judge or copies a rubric question verbatim."""
     if ADDRESSING.search(text):

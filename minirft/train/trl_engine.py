@@ -221,7 +221,7 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
     weights = {r.name: r.weight for r in recipe.rewards}
     G = recipe.generation.group_size
 
-    from minirft.train.monitor import RunMonitor
+    from minirft.train.monitor import RunMonitor, rubric_texts
 
     class MinirftEvents(TrainerCallback):
         """events.jsonl in minirft's schema, written by rank 0 from every process's judged samples."""
@@ -230,7 +230,7 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
             self.parts: list[dict] = []
             self.t_step = time.perf_counter()
             # the reward-hacking and drift detectors, on every completion of the step (all processes)
-            self.monitor = RunMonitor([c.question for c in recipe.judge.criteria] if recipe.judge else [])
+            self.monitor = RunMonitor(rubric_texts(recipe.judge))
 
         def on_step_end(self, args, state, control, **kw):
             snap = recorder.snapshot(rank, getattr(judge_state, "_judge", None))
