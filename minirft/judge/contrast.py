@@ -78,7 +78,7 @@ def aggregate(diffs: np.ndarray, how: str = "mean", tokens: int = 3) -> float:
     (``prefix_min``) the lowest running mean over the prefixes of at least ``tokens`` tokens (the whole
     response when it is shorter). Appending tokens leaves the earlier differences as they were (causal
     judge) and only adds candidates for the lowest ones, so appended text can lower a lowest or
-    prefix_min score but never raise it (for prefix_min: once the response has ``tokens`` tokens)."""
+    prefix_min score but never raise it, once the response has at least ``tokens`` tokens."""
     if not len(diffs):
         return 0.0
     if how == "mean":
