@@ -4,11 +4,7 @@ GGUF, from the library and from `minirft judge`; a real server started without p
 (`--logits_all false`) is a one-line error naming the method."""
 
 import json
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
@@ -24,7 +20,7 @@ from minirft.judge.base import Query
 from minirft.judge.prompts import CONTRAST_HEADER
 from minirft.recipe import JudgeConfig
 
-from trl_fixtures import env, free_port
+from llama_server_fixtures import llama_server
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -38,45 +34,13 @@ GROUP = ["It is 4, my friend.", "4", "Go away, it is 5."]
 TOL = 1e-3
 
 
-@contextmanager
-def llama_server(model: str, log_path, *extra: str):
-    port = free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", *extra],
-                            stdout=log, stderr=subprocess.STDOUT, env=env())
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {open(log_path).read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=2) as r:
-                    json.loads(r.read())
-                break
-            except OSError:
-                if time.time() > deadline:
-                    pytest.fail("llama_cpp.server did not start in 120 s")
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def servers(tiny_gguf, tmp_path_factory):
     """(llama-cpp-python's server as started by default, the same with --logits_all false)."""
     d = tmp_path_factory.mktemp("servers")
     with ExitStack() as stack:
-        yield (stack.enter_context(llama_server(tiny_gguf, d / "echo.log")),
-               stack.enter_context(llama_server(tiny_gguf, d / "no-logits.log", "--logits_all", "false")))
+        yield (stack.enter_context(llama_server(tiny_gguf, d / "echo.log", n_ctx=2048)),
+               stack.enter_context(llama_server(tiny_gguf, d / "no-logits.log", "--logits_all", "false", n_ctx=2048)))
 
 
 def _cfg(model, url=None, **kw):
