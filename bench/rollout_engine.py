@@ -6,7 +6,8 @@ on all linear layers, 4 prompts × 4 completions, up to 48 new tokens, temperatu
 1. generation — one step's sampling, the same policy with a random LoRA (B ~ N(0, 0.03): peft starts
    B at zero), each engine warmed up once and then timed ``--repeats`` times (median):
    ``torch`` (HF ``generate``, adapter folded in) and ``llama_cpp`` with each ``generation.engine_weights``
-   (f16 / q8_0 written from torch's weights, and the policy's own Q4_1 file). For llama.cpp the time
+   (auto = torch's own dtype, f16 / q8_0 written from torch's weights, and the policy's own
+   Q4_1 file), on the llama.cpp build installed (its CPU features are recorded). For llama.cpp the time
    includes writing and loading the step's LoRA GGUF (shown on its own too). The engine/torch log-prob
    gap of the sampled tokens (mean |Δ|, mean Δ) and the truncated IS weights (cap 2) come with it.
 2. training — real ``minirft train`` runs of polite.yaml (Gemma-270M judge), one per engine, same seed:
@@ -96,13 +97,14 @@ def generation_rows(threads: int, repeats: int) -> list[dict]:
     repeated = [ids for ids in prompt_ids for _ in range(G)]
     run("torch (HF generate)", lambda: generate(policy, repeated, max_new_tokens=g.max_new_tokens,
                                                 temperature=g.temperature, top_p=g.top_p, top_k=g.top_k))
-    for weights in ("f16", "q8_0", "policy_gguf"):
+    for weights in ("auto", "f16", "q8_0", "policy_gguf"):
         r = recipe.model_copy(deep=True)
         r.generation.engine, r.generation.engine_weights = "llama_cpp", weights
         os.environ["OMP_NUM_THREADS"] = str(threads)
         engine = LlamaGenerator(r, policy)
         try:
-            run(f"llama_cpp ({'Q4_1 file' if weights == 'policy_gguf' else weights})",
+            label = {"policy_gguf": "Q4_1 file", "auto": f"{engine.model_path.suffixes[-2][1:]}, auto"}.get(weights, weights)
+            run(f"llama_cpp ({label})",
                 lambda: engine.generate(policy, prompt_ids, G), lambda: engine.engine.timings["lora_sync_s"])
         finally:
             engine.close()
@@ -148,12 +150,20 @@ def training_runs(threads: int, steps: int, work: Path) -> list[dict]:
     return out
 
 
+def llama_build() -> str:
+    """The CPU features llama.cpp was compiled for (the portable build: AVX2; scripts/setup.sh's: native)."""
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode().strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 training steps per engine (no reward curve)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="training steps per engine (default 20; --quick 3)")
+    ap.add_argument("--only", choices=["generation", "training"], help="one part (default: both)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -161,14 +171,19 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     steps = args.steps or (3 if args.quick else 20)
-    out = args.out or RESULTS / ("rollout_engine_quick.json" if args.quick else "rollout_engine.json")
+    out = args.out or RESULTS / ("rollout_engine_quick.json" if args.quick else
+                                 f"rollout_engine_{args.only}.json" if args.only else "rollout_engine.json")
     t0 = time.time()
     load0 = os.getloadavg()[0]
-    print("generation (polite: 4 prompts x 4, 48 new tokens)", flush=True)
-    gen = generation_rows(args.threads, args.repeats)
-    print(f"training ({steps} steps per engine, judge included)", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = training_runs(args.threads, steps, Path(tmp))
+    print(f"llama.cpp build: {llama_build()}")
+    gen, runs = [], []
+    if args.only != "training":
+        print("generation (polite: 4 prompts x 4, 48 new tokens)", flush=True)
+        gen = generation_rows(args.threads, args.repeats)
+    if args.only != "generation":
+        print(f"training ({steps} steps per engine, judge included)", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = training_runs(args.threads, steps, Path(tmp))
 
     print(f"\n{'engine':<24}{'gen s':>8}{'tok/s':>8}{'speedup':>9}{'lora s':>8}{'|Δlogp|':>9}{'Δlogp':>9}"
           f"{'IS mean':>9}{'IS min':>8}")
@@ -180,23 +195,26 @@ def main() -> None:
         print(f"{r['engine']:<24}{f('seconds', '8.2f')}{f('tokens_per_s', '8.0f')}{f('speedup_vs_torch', '8.2f')}x"
               f"{f('lora_sync_s', '8.2f')}{f('logprob_gap_mean_abs', '9.3f')}{f('logprob_gap_mean', '+9.3f')}"
               f"{f('is_weight_mean', '9.3f')}{f('is_weight_min', '8.3f')}")
-    print(f"\n{'training run':<14}{'step s':>8}{'gen s':>8}{'judge s':>9}{'update s':>9}{'reward first5':>15}"
-          f"{'last5':>8}")
-    for r in runs:
-        first, last = r.get("reward_first5"), r.get("reward_last5")
-        print(f"{r['engine']:<14}{r['step_s']:8.2f}{r['generation_s']:8.2f}{r['judge_s']:9.2f}{r['update_s']:9.2f}"
-              f"{(f'{first:.3f}' if first is not None else '—'):>15}{(f'{last:.3f}' if last is not None else '—'):>8}")
-    torch_run, llama_run = runs
-    ratio = llama_run["step_s"] / torch_run["step_s"]
-    print(f"step time llama_cpp / torch: {ratio:.2f}")
-    if not args.quick:
-        print("reward per step (torch):    " + " ".join(f"{x:.2f}" for x in torch_run["reward_curve"]))
-        print("reward per step (llama_cpp):" + " ".join(f"{x:.2f}" for x in llama_run["reward_curve"]))
+    ratio = None
+    if runs:
+        print(f"\n{'training run':<14}{'step s':>8}{'gen s':>8}{'judge s':>9}{'update s':>9}{'reward first5':>15}"
+              f"{'last5':>8}")
+        for r in runs:
+            first, last = r.get("reward_first5"), r.get("reward_last5")
+            print(f"{r['engine']:<14}{r['step_s']:8.2f}{r['generation_s']:8.2f}{r['judge_s']:9.2f}{r['update_s']:9.2f}"
+                  f"{(f'{first:.3f}' if first is not None else '—'):>15}{(f'{last:.3f}' if last is not None else '—'):>8}")
+        torch_run, llama_run = runs
+        ratio = llama_run["step_s"] / torch_run["step_s"]
+        print(f"step time llama_cpp / torch: {ratio:.2f}")
+        if not args.quick:
+            print("reward per step (torch):    " + " ".join(f"{x:.2f}" for x in torch_run["reward_curve"]))
+            print("reward per step (llama_cpp):" + " ".join(f"{x:.2f}" for x in llama_run["reward_curve"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "when": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.time() - t0, 1), "threads": args.threads,
         "cpu_count": os.cpu_count(), "load_avg_1m_start": load0, "load_avg_1m_end": os.getloadavg()[0],
         "note": "timings on a machine shared with other jobs are noisy: compare rows of one file only",
+        "llama_cpp_build": llama_build(),
         "generation": gen, "training": runs, "step_ratio_llama_cpp_vs_torch": ratio,
     }, indent=1) + "\n")
     print(f"wrote {out}")

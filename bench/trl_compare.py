@@ -11,10 +11,12 @@ Two configurations (``--config``):
   4 prompts × 4, 48 new tokens, LoRA r=16, micro-batches of one group). minirft runs the recipe
   itself (its own batched judge). TRL gets the equivalent judge reward written the way users write
   it: a reward function that loads the same judge GGUF in llama-cpp-python and, per completion and
-  criterion, calls ``Llama.create_completion(prompt, max_tokens=1)`` on the same judge prompt
-  (minirft's own ``Layout``: header, request, response, the criterion's yes/no question), parses the
-  verdict text, and combines the criteria with the recipe's weights; the recipe's length reward is
-  the same callable on both sides (``minirft.rewards``), with the same weights.
+  criterion, calls ``Llama.create_completion`` on the same judge prompt text (minirft's own
+  ``Layout``): for a yes/no question, ``max_tokens=1`` and the verdict text parsed; for a contrast
+  criterion (polite.yaml's two), ``eval`` with ``logits_all`` under each condition and the response's
+  token log-probs differenced and aggregated as minirft does (``users_judge_reward``); the criteria
+  combined with the recipe's weights. The recipe's length reward is the same callable on both sides
+  (``minirft.rewards``), with the same weights.
 - ``toy``: no judge (a share-of-lowercase-letters reward), the trainers' own overhead only;
   ``--model tiny`` builds a random 2-layer Llama.
 
@@ -41,6 +43,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builder lives with the tests
@@ -188,19 +192,41 @@ def run_minirft(args, work: Path) -> dict:
 
 
 def users_judge_reward(recipe, threads: int):
-    """The judge reward as users write it for TRL: llama-cpp-python, one create_completion per
-    (completion, criterion), verdict text parsed, criteria combined with the recipe's weights."""
+    """The judge reward as users write it for TRL, in llama-cpp-python, one call per completion and
+    criterion (and condition), the recipe's weights combining the criteria:
+
+    - a yes/no question: ``create_completion(prompt, max_tokens=1)``, the verdict text parsed;
+    - a contrast criterion: ``eval(condition + response)`` under the positive and the negative
+      condition with ``logits_all`` (llama-cpp-python's way to prompt log-probs), the response's token
+      log-probs read from ``llm.scores``, and minirft's own aggregation and sharpness applied to their
+      differences, so both sides compute the same reward."""
     import llama_cpp
 
     from minirft.data import parse_row
-    from minirft.judge import build_judge
+    from minirft.judge import build_judge, contrast
+    from minirft.judge.core import CHARS_PER_TOKEN
+    from minirft.judge.prompts import CONTRAST_HEADER
     from minirft.models import resolve_model
 
     cfg = recipe.judge
     layout = build_judge(cfg).layout  # the same prompt text as minirft's judge (the model is not loaded)
-    llm = llama_cpp.Llama(str(resolve_model(cfg.model).path), n_ctx=2048, n_threads=threads, verbose=False)
+    needs_scores = any(c.method == "contrast" for c in cfg.criteria)
+    llm = llama_cpp.Llama(str(resolve_model(cfg.model).path), n_ctx=2048, n_threads=threads,
+                          logits_all=needs_scores, verbose=False)
     header = layout.header()
     total = sum(c.weight for c in cfg.criteria)
+
+    def response_logprobs(prefix: str, response: str) -> np.ndarray:
+        # create_completion(echo=True, logprobs=0) would give these too, but llama-cpp-python sorts the
+        # whole 262k vocabulary in Python for every echoed token (minutes per call): users read llm.scores
+        ctx = llm.tokenize(prefix.encode("utf-8"), add_bos=True, special=True)
+        resp = llm.tokenize(response.encode("utf-8"), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(ctx + resp)
+        z = np.asarray(llm.scores[len(ctx) - 1:len(ctx) + len(resp) - 1], dtype=np.float64)
+        top = z.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+        return z[np.arange(len(resp)), resp] - lse
 
     def judge(prompts, completions, **_):
         out = []
@@ -209,6 +235,19 @@ def users_judge_reward(recipe, threads: int):
             text = c[-1]["content"]
             score = 0.0
             for crit in cfg.criteria:
+                if crit.method == "contrast":
+                    reply = text.strip()[:crit.max_response_tokens * CHARS_PER_TOKEN]
+                    if not reply:
+                        score += crit.weight * 0.5
+                        continue
+                    pos, neg = (CONTRAST_HEADER + layout.contrast_row(row) + layout.contrast_condition(cond)
+                                for cond in contrast.conditions(crit, row))
+                    a = response_logprobs(pos, layout.contrast_response(reply))
+                    b = response_logprobs(neg, layout.contrast_response(reply))
+                    n = min(len(a), len(b), crit.max_response_tokens)
+                    diffs = np.asarray(a[:n]) - np.asarray(b[:n])
+                    score += crit.weight * contrast.p_pass(contrast.criterion_score(diffs, crit), crit.sharpness)
+                    continue
                 prompt = header + layout.row(row) + layout.response(text) + layout.criterion_cue(crit.question)
                 verdict = llm.create_completion(prompt, max_tokens=1, temperature=0.0)["choices"][0]["text"]
                 score += crit.weight * (verdict.strip().lower().startswith("yes"))
@@ -393,7 +432,7 @@ def main() -> None:
     save(True)
 
     what = ("recipes/polite.yaml (SmolLM2-135M policy, Gemma-270M judge: minirft's batched judge vs a "
-            "llama-cpp-python create_completion loop in TRL)" if args.config == "polite"
+            "llama-cpp-python loop per completion and criterion in TRL)" if args.config == "polite"
             else f"toy reward, model={args.model}")
     print(f"\nGRPO side by side: {what}; {args.steps} steps, {args.threads} threads; "
           "median step s (first step excluded), peak RSS of each trainer's process")

@@ -7,7 +7,7 @@ converters (``convert_hf_to_gguf.py`` for the model, ``convert_lora_to_gguf.py``
   ``blk.3.attn_q.weight``); the output head is left out when it is tied to the embeddings;
 - the rows of ``q_proj`` / ``k_proj`` are permuted from Hugging Face's rotate-half RoPE layout to
   llama.cpp's interleaved one (for an adapter: the rows of ``lora_B``, its output side);
-- 1-D tensors (norms) stay f32; 2-D ones are f32, f16 or q8_0 (``gguf.quants``; q8_0 where a row is a
+- 1-D tensors (norms) stay f32; 2-D ones are f32, f16, bf16 or q8_0 (``gguf.quants``; q8_0 where a row is a
   multiple of 32 values, else f16, as llama.cpp does);
 - the tokenizer: copied key for key from the base GGUF when the policy came from one (so llama.cpp
   tokenizes exactly as it did the base), else built from the Hugging Face tokenizer (BPE only;
@@ -71,6 +71,9 @@ def encode(array: np.ndarray, quant: str) -> tuple[np.ndarray, Any]:
     if quant == "q8_0" and array.shape[-1] % 32 == 0:
         qtype = gguf.GGMLQuantizationType.Q8_0
         return gguf.quants.quantize(array, qtype), qtype
+    if quant == "bf16":
+        qtype = gguf.GGMLQuantizationType.BF16
+        return gguf.quants.quantize(array, qtype), qtype
     return array.astype(np.float16), None
 
 
@@ -78,7 +81,7 @@ def _file_type(quant: str) -> int:
     import gguf
 
     return {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant]
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "bf16": gguf.LlamaFileType.MOSTLY_BF16}[quant]
 
 
 def _hparams(writer: Any, config: Any, name: str) -> None:

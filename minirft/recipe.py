@@ -336,19 +336,20 @@ class GenerationConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     # Who samples the rollouts: torch (HF generate, the adapter folded in) or llama_cpp (the policy's
-    # base GGUF in llama.cpp with the live LoRA applied; minirft.train.llama_rollout). auto: llama_cpp
-    # when the policy model is a GGUF file (and policy.backend is not unsloth), else torch. The default is
-    # torch: on this project's CPU build llama.cpp sampled no faster than HF generate (0.84-1.14x,
-    # bench/results/rollout_engine_quick.json), so nothing yet justifies the off-policy correction.
-    engine: Literal["auto", "torch", "llama_cpp"] = "torch"
+    # base in llama.cpp with the live LoRA applied; minirft.train.llama_rollout). auto (the default):
+    # llama_cpp when the policy model is a GGUF file on the CPU (policy.backend not unsloth, no CUDA),
+    # unless llama.cpp is the portable build and torch runs bf16 on an AVX512-BF16 CPU, where HF generate
+    # is as fast; else torch. Measured on polite.yaml (bench/results/rollout_engine.json, native build):
+    # generation 1.9x faster, steps 0.81x, the 20-step reward curve within noise of torch's.
+    engine: Literal["auto", "torch", "llama_cpp"] = "auto"
     # llama_cpp only: truncated importance-sampling weight min(π_torch / π_engine, cap) per token (TRL's
     # vllm_importance_sampling_cap); corrects for the engine's slightly different (quantized) numerics.
     importance_sampling_cap: float = Field(2.0, ge=1.0)
-    # llama_cpp only: the weights llama.cpp samples with. f16 / q8_0 / f32: written once at the start
-    # from the base weights torch trains; policy_gguf: the policy's own GGUF file as it is (a GGUF
-    # policy only). auto: f16, an exact copy of torch's bf16 weights: the smallest engine/torch log-prob
-    # gap (SmolLM2: mean |Δ| 0.04 against 0.08 with its Q4_1 file; speed within noise, bench/rollout_engine.py).
-    engine_weights: Literal["auto", "f16", "q8_0", "f32", "policy_gguf"] = "auto"
+    # llama_cpp only: the weights llama.cpp samples with. f16 / bf16 / q8_0 / f32: written once at
+    # the start from the base weights torch trains; policy_gguf: the policy's own GGUF file as it is (a
+    # GGUF policy only). auto: an exact copy of torch's weights (bf16 when torch holds bf16, else f16):
+    # the smallest engine/torch log-prob gap (bench/rollout_engine.py, README).
+    engine_weights: Literal["auto", "f16", "bf16", "q8_0", "f32", "policy_gguf"] = "auto"
 
 
 # ------------------------------------------------------------------------------------- training

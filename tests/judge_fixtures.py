@@ -91,3 +91,37 @@ def write_tiny_gguf(path: str | Path, *, n_embd: int = 64, n_layer: int = 2, n_h
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def distinct_prefixes(engine, paths, score_last: bool = False) -> int:
+    """The size of the token trie of these queries (each a list of segment texts after the header):
+    every distinct token prefix, the text tokenized as one (``score_last``: the last segment on its own),
+    as the llama_cpp engine does."""
+    prefixes = set()
+    for segments in paths:
+        parts = ("".join(segments[:-1]), segments[-1]) if score_last else ("".join(segments),)
+        toks = tuple(t for seg in parts for t in engine.tokenize(seg))
+        prefixes.update(toks[:k] for k in range(1, len(toks) + 1))
+    return len(prefixes)
+
+
+def trie_tokens(judge, rows, groups, criteria) -> int:
+    """What a rubric step decodes besides the header (cached between calls): its token trie."""
+    L = judge.layout
+    return distinct_prefixes(judge.evaluator.engine, [(L.row(row), L.response(cand), L.criterion_cue(c["question"]))
+                                                      for row, group in zip(rows, groups) for cand in group
+                                                      for c in criteria])
+
+
+def segment_trie_tokens(judge, rows, groups, criteria) -> int:
+    """What a trie of whole segments decodes: each distinct row, response and cue once."""
+    eng, L = judge.evaluator.engine, judge.layout
+    head = "Candidate response:\n<response>\n"  # shared by a row's candidates: goes with the row
+    total = 0
+    for row, group in zip(rows, groups):
+        total += len(eng.tokenize(L.row(row) + head))
+        for cand in group:
+            assert L.response(cand).startswith(head)
+            total += len(eng.tokenize(L.response(cand)[len(head):]))
+            total += sum(len(eng.tokenize(L.criterion_cue(c["question"]))) for c in criteria)
+    return total

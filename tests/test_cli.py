@@ -32,6 +32,9 @@ def test_doctor_reports_the_machine(runner):
         assert field in r.output
     info = json.loads(runner.invoke(cli, ["doctor", "--json"]).output)
     assert info["torch"]["installed"] and "batched_api" in info["llama_cpp"]
+    # what llama.cpp was compiled for; scripts/setup.sh builds it for this CPU (AVX2 at the least here)
+    if " avx2 " in open("/proc/cpuinfo").read():
+        assert "AVX2" in info["llama_cpp"]["cpu_features"] and "built for" in r.output
     assert info["unsloth"]["usable"] is (info["torch"]["cuda"] and info["unsloth"]["installed"])
 
 

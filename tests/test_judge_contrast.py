@@ -20,6 +20,7 @@ from minirft.judge.base import Query
 from minirft.judge.prompts import CONTRAST_HEADER
 from minirft.recipe import JudgeConfig
 
+from judge_fixtures import distinct_prefixes
 from judge_torch_fixtures import tiny_judge_parts
 
 POLITE = {"name": "polite", "method": "contrast", "positive": "The assistant replies politely.",
@@ -52,9 +53,8 @@ def test_llama_cpp_token_logprobs_equal_full_logits(tiny_gguf):
         got = ev.score_tokens(qs)
         eng = ev.engine
         for q, res in zip(qs, got):
-            ctx = list(eng.tokenize(q.segments[0], bos=eng.add_bos))
-            for seg in q.segments[1:-1]:
-                ctx += eng.tokenize(seg)
+            # the engine's tokens: the header (cached) on its own, the rest of the context as one text
+            ctx = list(eng.tokenize(q.segments[0], bos=eng.add_bos)) + list(eng.tokenize("".join(q.segments[1:-1])))
             target = list(eng.tokenize(q.segments[-1]))
             naive.reset()
             naive.eval(ctx + target)
@@ -88,7 +88,35 @@ def test_llama_cpp_batched_equals_one_at_a_time_and_deterministic_is_exact(tiny_
             ev.close()
 
 
-def test_condition_level_prefix_sharing_decodes_each_shared_segment_once(tiny_gguf):
+def test_logits_rows_per_decode_are_capped_and_the_scores_do_not_change(tiny_gguf, monkeypatch):
+    """llama.cpp keeps an output buffer of (rows per decode) x vocabulary resident: contrast queries read
+    a row at nearly every response token, so the engine caps the rows of one decode (MAX_OUTPUTS)."""
+    from minirft.judge.backends import llama_cpp as backend
+
+    items = [(0, p, 0, None if p % 3 else print) for p in range(20)]  # every third item wants logits
+    pieces = list(backend._pieces(items, 8, 2))
+    assert [t for piece in pieces for t in piece] == items
+    assert all(len(p) <= 8 and sum(t[3] is not None for t in p) <= 2 for p in pieces)
+    qs = scored_queries()
+    free = llama(tiny_gguf)
+    try:
+        want = free.score_tokens(qs)
+        calls = free.engine.stats.decode_calls
+    finally:
+        free.close()
+    monkeypatch.setattr(backend, "MAX_OUTPUTS", 4)
+    capped = llama(tiny_gguf)
+    try:
+        got = capped.score_tokens(qs)
+        st = capped.engine.stats
+        assert st.decode_calls >= math.ceil(st.logit_rows / 4) > calls
+    finally:
+        capped.close()
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=2e-3)  # other batch shapes: rounding only
+
+
+def test_condition_level_prefix_sharing_decodes_each_shared_token_prefix_once(tiny_gguf):
     judge = build_judge(JudgeConfig(model=tiny_gguf, criteria=[POLITE], n_threads=1, n_ctx=1024, rationales="none"))
     try:
         judge.score_groups([ROW], [GROUP])
@@ -96,11 +124,14 @@ def test_condition_level_prefix_sharing_decodes_each_shared_segment_once(tiny_gg
         tok = eng.tokenize
         L = judge.layout
         conds = [L.contrast_condition(t) for t in contrast.conditions(judge.cfg.criteria[0], ROW)]
-        expected = (len(tok(CONTRAST_HEADER, bos=eng.add_bos)) + len(tok(L.contrast_row(ROW)))
+        segments = (len(tok(CONTRAST_HEADER, bos=eng.add_bos)) + len(tok(L.contrast_row(ROW)))
                     + sum(len(tok(c)) for c in conds)
                     + 2 * sum(len(tok(L.contrast_response(g))) for g in GROUP))
-        assert eng.stats.tokens_decoded == expected  # header, row and each condition once; each response twice
-        assert eng.stats.per_query_tokens > expected
+        # header, row and the conditions' shared leading tokens once; each response once per condition
+        trie = distinct_prefixes(eng, [(L.contrast_row(ROW), c, L.contrast_response(g)) for c in conds for g in GROUP],
+                                 score_last=True)
+        assert eng.stats.tokens_decoded == len(tok(CONTRAST_HEADER, bos=eng.add_bos)) + trie
+        assert eng.stats.tokens_decoded <= segments < eng.stats.per_query_tokens
     finally:
         judge.close()
 

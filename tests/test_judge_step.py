@@ -9,6 +9,7 @@ from minirft.data import parse_row
 from minirft.judge import build_judge
 from minirft.judge.base import Query
 from minirft.recipe import JudgeConfig
+from judge_fixtures import segment_trie_tokens, trie_tokens
 
 CRITERIA = [{"name": "answers", "question": "Does the response answer the question?"},
             {"name": "polite", "question": "Is the response polite?"}]
@@ -25,19 +26,6 @@ def judge_for(tiny, **kw):
     return build_judge(JudgeConfig(**base))
 
 
-def unique_prompt_tokens(judge, rows, groups) -> int:
-    """Tokens of the step's distinct rows, responses and cues (the header is cached between calls)."""
-    eng, L = judge.evaluator.engine, judge.layout
-    head = "Candidate response:\n<response>\n"  # the candidates' shared heading goes with the row
-    total = 0
-    for row, group in zip(rows, groups):
-        total += len(eng.tokenize(L.row(row) + head))
-        for cand in group:
-            total += len(eng.tokenize(L.response(cand)[len(head):]))
-            total += sum(len(eng.tokenize(L.criterion_cue(c["question"]))) for c in CRITERIA)
-    return total
-
-
 @pytest.mark.parametrize("max_seqs", [3, 5, 16])
 def test_rows_and_header_are_decoded_once_per_step_however_the_queries_are_chunked(tiny_gguf, max_seqs):
     j = judge_for(tiny_gguf, max_seqs=max_seqs, rationales="none")
@@ -47,9 +35,48 @@ def test_rows_and_header_are_decoded_once_per_step_however_the_queries_are_chunk
         header, prompt, chunks = st.header_tokens, st.prompt_tokens, st.chunks
         j.score_groups(ROWS, GROUPS)
         assert st.header_tokens == header  # not decoded again
-        # a row split over several chunks is held between them, never decoded twice
-        assert st.prompt_tokens - prompt == unique_prompt_tokens(j, ROWS, GROUPS)
+        # every distinct token prefix once: a row split over several chunks is held between them, never
+        # decoded twice, and the criteria's cues share their leading tokens
+        assert st.prompt_tokens - prompt == trie_tokens(j, ROWS, GROUPS, CRITERIA)
+        assert st.prompt_tokens - prompt < segment_trie_tokens(j, ROWS, GROUPS, CRITERIA)
         assert st.chunks - chunks >= (24 // max_seqs)  # small max_seqs: the rows did span chunks
+    finally:
+        j.close()
+
+
+def test_never_more_tokens_than_a_prompt_at_a_time_loop_with_prefix_reuse(tiny_gguf):
+    """What users run (one prompt per call, the cached tokens of the previous prompt reused): the token
+    trie decodes no more than that loop in its best order, and far less in criterion-major order."""
+    j = judge_for(tiny_gguf, max_seqs=5, rationales="none")
+    try:
+        L, eng = j.layout, j.evaluator.engine
+        header = L.header()
+        def text(r, c, k):
+            return L.row(ROWS[r]) + L.response(GROUPS[r][c]) + L.criterion_cue(CRITERIA[k]["question"])
+
+        cands = [(r, c) for r in range(len(ROWS)) for c in range(len(GROUPS[r]))]
+        natural = [text(r, c, k) for r, c in cands for k in range(len(CRITERIA))]
+        major = [text(r, c, k) for k in range(len(CRITERIA)) for r, c in cands]
+
+        def loop_tokens(texts):
+            total, last = 0, ()
+            for t in texts:
+                toks = eng.tokenize(t)
+                k = 0
+                while k < min(len(toks), len(last)) and toks[k] == last[k]:
+                    k += 1
+                total += len(toks) - min(k, len(toks) - 1)  # its last token is evaluated for the logits
+                last = toks
+            return total
+
+        want = [eng.single_token("Yes"), eng.single_token("No")]
+        eng.run([Query((header, natural[0]))], want)  # the header cached, as in training
+        for order in (natural, major):
+            before = eng.stats.prompt_tokens
+            eng.run([Query((header, t)) for t in order], want)
+            decoded = eng.stats.prompt_tokens - before
+            assert decoded <= loop_tokens(order)
+        assert decoded < loop_tokens(major) * 0.8
     finally:
         j.close()
 

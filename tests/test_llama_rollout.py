@@ -87,6 +87,30 @@ def test_lora_gguf_in_llama_cpp_gives_the_torch_logits(tiny):
     assert np.abs(default_tuned - tuned).max() < DEFAULT_LOGIT_TOL
 
 
+def test_auto_weights_of_a_bf16_policy_are_torchs_bf16_weights_bit_for_bit(tiny):
+    import gguf
+
+    r = _recipe(tiny, engine_weights="auto")
+    r.policy.dtype = "bfloat16"
+    policy = load_policy(r.policy, seed=0)
+    gen = LlamaGenerator(r, policy)
+    try:
+        assert gen.model_path.name.endswith(".bf16.gguf")
+        reader = gguf.GGUFReader(gen.model_path)
+        embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
+        assert embd.tensor_type == gguf.GGMLQuantizationType.BF16
+        torch_bits = policy.model.get_base_model().model.embed_tokens.weight.detach().view(torch.int16).numpy()
+        assert np.array_equal(np.asarray(embd.data).view(np.int16).reshape(torch_bits.shape), torch_bits)
+        ids = _ids(policy)
+        with torch.no_grad():
+            want = policy.model(torch.tensor([ids])).logits[0].double().numpy()
+        got = gen.engine.logits(ids)
+    finally:
+        gen.close()
+    # bf16 activations in llama.cpp's matmuls, torch's bf16 arithmetic: measured max 0.26 on logits up to 6.7
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
 def test_engine_logprobs_are_the_torch_logprobs_of_the_sampled_tokens(tiny):
     """The log-prob the engine records for each sampled token is torch's (same f32 weights) up to
     llama.cpp's f16 KV cache: each token sits at the right position of the right sequence, and the
@@ -179,17 +203,28 @@ def test_truncated_is_weights_by_hand():
     assert lw.item() == pytest.approx(expected + 0.5 * kl / 3, rel=1e-5)
 
 
-def test_auto_engine_is_llama_cpp_for_a_gguf_policy_and_the_default_is_torch(tiny, tmp_path):
+def test_auto_engine_is_the_default_and_llama_cpp_for_a_gguf_policy_unless_slower(tiny, tmp_path, monkeypatch):
     from judge_fixtures import write_tiny_gguf
+
+    from minirft.train import llama_rollout
 
     gguf = write_tiny_gguf(tmp_path / "p.gguf")
     base = {"name": "t", "rewards": [{"type": "length"}], "data": {"path": "x.jsonl"}}
-    auto = {"generation": {"engine": "auto"}}
-    assert choose_engine(validate_recipe({**base, **auto, "policy": {"model": str(gguf), "backend": "hf"}})) == "llama_cpp"
-    assert choose_engine(validate_recipe({**base, **auto, "policy": {"model": str(tiny / "model")}})) == "torch"
-    assert choose_engine(validate_recipe({**base, "policy": {"model": str(gguf), "backend": "hf"}})) == "torch"
-    assert choose_engine(validate_recipe({**base, "policy": {"model": str(gguf)},
-                                          "generation": {"engine": "torch"}})) == "torch"
+
+    def engine(policy, **generation):
+        return choose_engine(validate_recipe({**base, "policy": policy, "generation": generation}))
+
+    assert validate_recipe({**base, "policy": {"model": str(gguf)}}).generation.engine == "auto"
+    assert engine({"model": str(gguf), "backend": "hf", "dtype": "float32"}) == "llama_cpp"
+    assert engine({"model": str(tiny / "model")}) == "torch"  # a Hugging Face folder
+    assert engine({"model": str(gguf)}, engine="torch") == "torch"
+    assert engine({"model": str(tiny / "model")}, engine="llama_cpp") == "llama_cpp"
+    # torch in bf16 against a llama.cpp without AVX512-BF16 (the portable build): HF generate is as fast
+    monkeypatch.setattr(llama_rollout, "llama_cpu_features", lambda: "CPU : AVX2 = 1 | FMA = 1 |")
+    assert engine({"model": str(gguf), "dtype": "bfloat16"}) == "torch"
+    assert engine({"model": str(gguf), "dtype": "float32"}) == "llama_cpp"
+    monkeypatch.setattr(llama_rollout, "llama_cpu_features", lambda: "CPU : AVX2 = 1 | AVX512_BF16 = 1 |")
+    assert engine({"model": str(gguf), "dtype": "bfloat16"}) == "llama_cpp"
 
 
 def _train(tiny: Path, d: Path, *, steps: int, seed: int = 0) -> Path:

@@ -33,7 +33,18 @@ def llama_cpp_status() -> dict:
     missing = [name for name in LLAMA_BATCH_API if not hasattr(llama_cpp, name)]
     gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
     return {"installed": True, "version": version, "batched_api": not missing, "missing": missing,
-            "gpu_offload": gpu}
+            "gpu_offload": gpu, "cpu_features": _cpu_features(llama_cpp)}
+
+
+def _cpu_features(llama_cpp) -> list[str]:
+    """The SIMD extensions llama.cpp was compiled for ("AVX2", "AVX512_BF16", ...): the portable build
+    has AVX2 at most, scripts/setup.sh's native build what this CPU has."""
+    try:
+        info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    except Exception:  # noqa: BLE001 - absent in some versions
+        return []
+    return [k.split(":")[-1].strip() for k, _, v in (p.partition("=") for p in info.split("|"))
+            if v.strip() == "1" and k.split(":")[-1].strip().startswith(("AVX", "AMX", "SSE", "F16C", "FMA"))]
 
 
 def torch_status() -> dict:
@@ -113,6 +124,8 @@ def render(info: dict) -> list[str]:
         api = "yes" if lc["batched_api"] else f"no (missing {', '.join(lc['missing'])})"
         lines.append(f"llama-cpp-python  {lc['version']} — batched low-level API: {api}; "
                      f"GPU offload: {_yes(lc['gpu_offload'])}")
+        if lc.get("cpu_features"):
+            lines.append(f"  built for       {' '.join(lc['cpu_features'])}")
     lines.append("models:")
     for m in info["models"]:
         if m["path"]:

@@ -40,14 +40,17 @@ import torch
 from minirft.errors import MinirftError
 from minirft.models import resolve_model
 from minirft.recipe import GenerationConfig, Recipe
-from minirft.train.policy import Generated, Policy
+from minirft.train.policy import Generated, Policy, cpu_has_bf16
 
 MAX_SEQS = 64  # sequences per llama.cpp context (P·G of one chunk of prompts)
 
 
 def choose_engine(recipe: Recipe) -> str:
-    """``generation.engine`` resolved: auto is llama_cpp when the policy model is a GGUF file and the
-    policy runs through transformers + peft (not unsloth), else torch."""
+    """``generation.engine`` resolved. auto is llama_cpp when the policy model is a GGUF file, the policy
+    runs through transformers + peft on the CPU (not unsloth, no CUDA), and llama.cpp is not the slower
+    of the two: torch in bf16 on an AVX512-BF16 CPU against a llama.cpp built without AVX512-BF16 (the
+    portable build) is (measured 0.76-1.14x HF generate, against 1.6-1.9x with scripts/setup.sh's native
+    build: bench/rollout_engine.py). Else torch."""
     engine = recipe.generation.engine
     if engine != "auto":
         return engine
@@ -57,7 +60,20 @@ def choose_engine(recipe: Recipe) -> str:
         is_gguf = resolve_model(_model_name(recipe)).is_gguf
     except MinirftError:
         return "torch"
-    return "llama_cpp" if is_gguf else "torch"
+    if not is_gguf:
+        return "torch"
+    dtype = recipe.policy.dtype
+    torch_bf16 = dtype == "bfloat16" or (dtype == "auto" and cpu_has_bf16())
+    return "torch" if torch_bf16 and "AVX512_BF16" not in llama_cpu_features() else "llama_cpp"
+
+
+def llama_cpu_features() -> str:
+    """What llama.cpp was compiled for, as llama_print_system_info reports it ("" without llama-cpp-python)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return ""
+    return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
 
 
 def _model_name(recipe: Recipe) -> str:
@@ -98,7 +114,8 @@ class _BaseView:
 
 def base_gguf(recipe: Recipe, policy: Policy, workdir: Path) -> Path:
     """The GGUF file llama.cpp samples from (``generation.engine_weights``): the policy's own file, or a
-    GGUF of the base weights torch holds (f16 by default, written into ``workdir``)."""
+    GGUF of the base weights torch holds (by default in torch's own dtype, bf16 or f16, written into
+    ``workdir``)."""
     resolved = resolve_model(_model_name(recipe))
     weights = recipe.generation.engine_weights
     if weights == "policy_gguf":
@@ -108,7 +125,10 @@ def base_gguf(recipe: Recipe, policy: Policy, workdir: Path) -> Path:
         return resolved.path
     from minirft import gguf_export
 
-    quant = "f16" if weights == "auto" else weights
+    if weights == "auto":  # an exact copy of what torch holds: bf16 as bf16, anything else as f16
+        quant = "bf16" if next(policy.model.parameters()).dtype == torch.bfloat16 else "f16"
+    else:
+        quant = weights
     out = workdir / f"policy-base.{quant}.gguf"
     source = resolved.path if resolved.is_gguf else None
     try:

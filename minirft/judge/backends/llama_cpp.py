@@ -5,9 +5,12 @@ A judge query is a *path* of text segments, shared-part first::
 
     header (system + rubric + few-shot)  →  row prompt  →  candidate  →  question + verdict cue
 
-Many queries share their leading segments (every query shares the header; the G completions of a
-row share the row prompt; the criteria of one candidate share the candidate). :meth:`Engine.run`
-sorts the queries of one call into a trie and decodes every trie node exactly once per call:
+Many queries share their leading text (every query shares the header; the G completions of a row
+share the row prompt; the criteria of one candidate share the candidate and the cue's first words).
+A query's text after the header is tokenized as one prompt (a ``score_last`` query's scored segment
+on its own), and :meth:`Engine.run` sorts the queries of one call into a *token* trie and decodes
+every distinct token prefix exactly once per call: never more tokens than a one-prompt-at-a-time
+loop with prefix reuse evaluates after the same header, in whatever order that loop runs.
 
 * the header lives in sequence 0 and stays cached across calls (the trainer scores every step
   with the same rubric, so after the first step the header costs nothing);
@@ -15,9 +18,9 @@ sorts the queries of one call into a trie and decodes every trie node exactly on
   shares it, so a shared node is decoded once with all its queries' sequence ids and stored once
   (no per-sequence copies of a long prefix, no stream sized to the longest query);
 * queries run in chunks (:class:`Plan`) of at most ``max_seqs`` queries and about one query's worth
-  of cells, because every token attends over every cell in use; a chunk's nodes go in one decode
-  (pieces of n_batch tokens, breadth first), the prefix it shares with the next chunk (a row whose
-  completions span two chunks) is held in sequence 1 rather than decoded again;
+  of cells, because every token attends over every cell in use; a chunk's trie goes in one decode
+  (pieces of n_batch tokens, a parent before its children), the token prefix it shares with the next
+  chunk (a row whose completions span two chunks) is held in sequence 1 rather than decoded again;
 * logits are requested only at the last token of each query (never ``logits_all``: with a 262k
   vocabulary that is 5–14× slower);
 * rationales (greedy generation) keep their sequences until one loop generates for all of them at
@@ -61,6 +64,10 @@ HEADER_SEQ, HOLD_SEQ = 0, 1  # the cached header; a prefix held from one chunk f
 # cells cost ~1.8 ms per token on top of ~2.4 ms of weights, so chunks stay near one query's size.
 CHUNK_CELLS = 256  # KV cells a chunk may use besides the header (at least 1.25x its longest query)
 KEEP_CELLS = 1024  # cells kept for rationales before their generation loop runs (at least one chunk's budget)
+# Logits rows one llama_decode may return. llama.cpp's output buffer holds that many rows of the
+# vocabulary (262k floats = 1 MiB a row for Gemma-3) and stays resident once touched: contrast
+# criteria read a row at nearly every token of a response, so 512 rows (n_batch) would keep ~0.5 GB.
+MAX_OUTPUTS = 64
 
 
 def _llama():
@@ -206,7 +213,9 @@ class Engine:
             # Deterministic: one stream per sequence, so a query's numbers never depend on its neighbours.
             cparams.kv_unified = not self.deterministic
         if hasattr(cparams, "n_outputs_max"):
-            cparams.n_outputs_max = self.n_batch  # 0 means a default that can be below a batch's outputs
+            # 0 means a default that can be below a decode's outputs; llama.cpp reserves n_seq_max rows
+            # when it creates the context and asserts that many fit
+            cparams.n_outputs_max = max(MAX_OUTPUTS, n_seq)
         if hasattr(cparams, "swa_full"):
             cparams.swa_full = False  # sliding-window layers keep only their window: much less memory
         cparams.no_perf = True
@@ -242,8 +251,7 @@ class Engine:
         keeps logits only until the next decode, and the callable reads what it needs from the row in
         place (a 262k-entry row is never copied per position)."""
         b = self._batch
-        for start in range(0, len(items), self.n_batch):
-            piece = items[start:start + self.n_batch]
+        for piece in _pieces(items, self.n_batch, MAX_OUTPUTS):
             for i, (tok, pos, seq, take) in enumerate(piece):
                 b.token[i] = tok
                 b.pos[i] = pos
@@ -296,25 +304,26 @@ class Engine:
         gen_before = self.stats.rationale_s
         header = self.tokenize(queries[0].segments[0], bos=self.add_bos)
         want_ids = np.asarray(want, dtype=np.int64)
-        # Tokenize segments separately: the tokens of a shared segment are then identical in every query.
-        toks = [[self.tokenize(s) for s in q.segments[1:]] for q in queries]
-        for q, t in zip(queries, toks):
-            if q.score_last and (len(t) < 2 or not t[-1] or not t[-2]):
-                raise ValueError("a score_last query needs non-empty last and second-to-last segments")
-        lengths = [len(header) + sum(map(len, t)) for t in toks]
+        paths = [self._path(q) for q in queries]
+        lengths = [len(header) + len(p.tokens) for p in paths]
         need = max(n + q.generate for n, q in zip(lengths, queries))
         results: list[Result] = [Result() for _ in queries]
         before, header_before, gen_decoded_before = self.stats.tokens_decoded, self.stats.header_tokens, self._gen_decoded
         if self.deterministic:
             self._ensure_context(need)
             self._set_header(header)
-            for i in range(len(queries)):  # one query at a time, in a fixed layout
-                self._run_chunk([queries[i]], [toks[i]], header, want_ids, [results[i]])
+            for i, q in enumerate(queries):  # one query at a time, in a fixed layout
+                self.mem.cp(HEADER_SEQ, HOLD_SEQ)
+                try:
+                    self._decode_trie([i], queries, paths, {i: HOLD_SEQ}, {i: 0}, len(header), want_ids, results)
+                    self._generate([q], [results[i]], [HOLD_SEQ], [lengths[i]])
+                finally:
+                    self.mem.rm(HOLD_SEQ)
         else:
-            plan = Plan(queries, toks, len(header), self.max_seqs, max(CHUNK_CELLS, (need - len(header)) * 5 // 4))
+            plan = Plan(queries, paths, self.max_seqs, max(CHUNK_CELLS, (need - len(header)) * 5 // 4))
             self._ensure_context(need, len(header) + plan.cells, plan.n_seq)
             self._set_header(header)
-            self._run_plan(plan, queries, toks, header, want_ids, results)
+            self._run_plan(plan, queries, paths, len(header), want_ids, results)
         self.stats.per_query_tokens += sum(lengths)
         self.stats.queries += len(queries)
         self.stats.prompt_tokens += (self.stats.tokens_decoded - before - (self.stats.header_tokens - header_before)
@@ -322,60 +331,58 @@ class Engine:
         self.stats.score_s += time.perf_counter() - t0 - (self.stats.rationale_s - gen_before)
         return results
 
-    def _run_plan(self, plan: "Plan", queries, toks, header, want_ids, results) -> None:
-        """Default mode: each chunk's distinct trie nodes in one decode (pieces of n_batch tokens), every
-        token tagged with the sequences of all queries below it. The prefix a chunk shares with the next
-        (a row split over two chunks) stays in HOLD_SEQ; generating queries keep their sequence until one
-        greedy loop generates for all of them at the end."""
+    def _path(self, q: Query) -> "_Path":
+        """A query's tokens after the header: its segments tokenized as one text, as a prompt is (so a
+        shared text prefix is a shared token prefix, and no query has more tokens than its whole text);
+        a score_last query's last segment on its own, so its scored tokens are exactly that segment's."""
+        rest = q.segments[1:]
+        if q.score_last:
+            if len(rest) < 2 or not rest[-1] or not "".join(rest[:-1]):
+                raise ValueError("a score_last query needs non-empty last and second-to-last segments")
+            segments = (self.tokenize("".join(rest[:-1])), self.tokenize(rest[-1]))
+            if not segments[0] or not segments[1]:
+                raise ValueError("a score_last query needs non-empty last and second-to-last segments")
+        else:
+            segments = (self.tokenize("".join(rest)),)
+            if not segments[0]:
+                raise ValueError("a judge query needs text after the header")
+        return _Path(segments, q.score_last)
+
+    def _run_plan(self, plan: "Plan", queries, paths, n_header, want_ids, results) -> None:
+        """Default mode: each chunk's token trie in one decode (pieces of n_batch tokens), every token
+        tagged with the sequences of all queries that share it. The token prefix a chunk shares with
+        the next (a row split over two chunks) stays in HOLD_SEQ; generating queries keep their sequence
+        until one greedy loop generates for all of them at the end."""
         free = list(range(MAX_SEQ - 1, HOLD_SEQ, -1))
         keep: list[tuple[int, int, int]] = []  # (query, seq, pos) of generating queries
-        held: tuple = ()
+        held: tuple[int, ...] = ()
         try:
             for members, next_held, generate_after in plan.chunks:
                 if len(free) < len(members):  # more generating queries than sequence ids: generate now
                     self._generate_kept(keep, queries, results, free)
                 self.stats.chunks += 1
-                seq_of, pos, start = {}, {}, {}
+                seq_of, start = {}, {}
                 for m in members:
                     s = free.pop()
                     seq_of[m] = s
-                    # the part of the held prefix this query starts with (its last segment, or for
-                    # score_last its last two, must be decoded here: their logits are read)
-                    k = len(_common(held, toks[m][:len(toks[m]) - (2 if queries[m].score_last else 1)]))
+                    # the part of the held prefix this query starts with; the positions whose logits
+                    # it reads are decoded here
+                    k = min(_lcp(held, paths[m].tokens), paths[m].read_from)
+                    start[m] = k
                     if k:
-                        start[m], pos[m] = k, len(header) + sum(map(len, held[:k]))
-                        self.mem.cp(HOLD_SEQ, s, pos[m])
+                        self.mem.cp(HOLD_SEQ, s, n_header + k)
                     else:
                         self.mem.cp(HEADER_SEQ, s)
-                        start[m], pos[m] = 0, len(header)
-                depth = max(len(toks[m]) for m in members)
-                scored = {m: np.zeros(len(toks[m][-1])) for m in members if queries[m].score_last}
-                items: list[tuple[int, int, Any, Any]] = []
-                for d in range(depth):  # breadth first: a node's tokens always come after its parent's
-                    groups: dict[tuple, list[int]] = {}
-                    for m in members:
-                        if start[m] <= d < len(toks[m]):
-                            groups.setdefault(tuple(toks[m][: d + 1]), []).append(m)
-                    for key, group in groups.items():
-                        seg, p0 = key[-1], pos[group[0]]
-                        seqs = tuple(seq_of[m] for m in group)
-                        for j, tok in enumerate(seg):
-                            items.append((tok, p0 + j, seqs,
-                                          self._take(d, j, seg, group, queries, toks, want_ids, results, scored)))
-                        for m in group:
-                            pos[m] += len(seg)
-                self._decode(items)
-                for m, lps in scored.items():
-                    results[m].token_logprobs = lps
+                self._decode_trie(members, queries, paths, seq_of, start, n_header, want_ids, results)
                 if held != next_held:
                     self.mem.rm(HOLD_SEQ)
                     if next_held:
-                        owner = next(m for m in reversed(members) if tuple(toks[m][:len(next_held)]) == next_held)
-                        self.mem.cp(seq_of[owner], HOLD_SEQ, len(header) + sum(map(len, next_held)))
+                        owner = next(m for m in reversed(members) if paths[m].tokens[:len(next_held)] == next_held)
+                        self.mem.cp(seq_of[owner], HOLD_SEQ, n_header + len(next_held))
                     held = next_held
                 for m in members:
                     if queries[m].generate:
-                        keep.append((m, seq_of[m], pos[m]))
+                        keep.append((m, seq_of[m], n_header + len(paths[m].tokens)))
                     else:
                         self.mem.rm(seq_of[m])
                         free.append(seq_of[m])
@@ -399,75 +406,52 @@ class Engine:
             free.append(s)
         keep.clear()
 
-    def _run_chunk(self, queries, toks, header, want_ids, results) -> None:
-        """Deterministic mode: the queries (one) in their own KV stream, level by level, shared nodes
-        decoded once and copied (``llama_memory_seq_cp``)."""
-        n = len(queries)
-        seqs = list(range(1, n + 1))
-        for s in seqs:
-            self.mem.cp(0, s)
-        pos = [len(header)] * n
-        depth = max(len(t) for t in toks)
-        scored = {m: np.zeros(len(t[-1])) for m, (q, t) in enumerate(zip(queries, toks)) if q.score_last}
-        try:
-            for d in range(depth):
-                # Group queries by their path up to and including level d: one decode per distinct node.
-                groups: dict[tuple, list[int]] = {}
-                for i, t in enumerate(toks):
-                    if d < len(t):
-                        groups.setdefault(tuple(t[: d + 1]), []).append(i)
-                items: list[tuple[int, int, int, Any]] = []
-                for key, members in groups.items():
-                    first = members[0]
-                    seg = key[-1]
-                    for j, tok in enumerate(seg):
-                        items.append((tok, pos[first] + j, seqs[first],
-                                      self._take(d, j, seg, members, queries, toks, want_ids, results, scored)))
-                if not items:
-                    continue
-                self._decode(items)
-                for key, members in groups.items():
-                    first = members[0]
-                    for m in members:
-                        pos[m] += len(key[-1])
-                    for m in members[1:]:
-                        # Members share everything up to this level: copy the owner's cache (levels < d were
-                        # already copied, so drop the member's own copy first).
-                        self.mem.rm(seqs[m])
-                        self.mem.cp(seqs[first], seqs[m])
-            for m, lps in scored.items():
-                results[m].token_logprobs = lps
-            self._generate(queries, results, seqs, pos)
-        finally:
-            for s in seqs:
-                self.mem.rm(s)
+    def _decode_trie(self, members, queries, paths, seq_of, start, n_header, want_ids, results) -> None:
+        """Decode the token trie of ``members`` in one decode: a token shared by several queries (same
+        tokens before it, same starting cell) is decoded once, tagged with all their sequences.
+        ``start[m]``: how many of m's tokens its sequence already holds. Every query ends with its
+        whole path in its own sequence; the logits a query reads are read as their tokens decode."""
+        nodes: dict[tuple, int] = {}
+        items: list[list] = []  # [token, pos, seqs, reads]
+        for m in members:
+            path, parent = paths[m], ("start", start[m])
+            for t in range(start[m], len(path.tokens)):
+                key = (parent, path.tokens[t])
+                idx = nodes.get(key)
+                if idx is None:
+                    idx = nodes[key] = len(items)
+                    items.append([path.tokens[t], n_header + t, [], []])
+                items[idx][2].append(seq_of[m])
+                if path.reads_at(t):
+                    items[idx][3].append(m)
+                parent = idx
+        scored = {m: np.zeros(len(paths[m].tokens) - paths[m].read_from - 1) for m in members if paths[m].score_last}
+        self._decode([(tok, pos, seqs[0] if len(seqs) == 1 else tuple(seqs),
+                       self._take(pos - n_header, reads, queries, paths, want_ids, results, scored) if reads else None)
+                      for tok, pos, seqs, reads in items])
+        for m, lps in scored.items():
+            results[m].token_logprobs = lps
 
     @staticmethod
-    def _take(d, j, seg, members, queries, toks, want_ids, results, scored):
-        """What to read from the logits at position ``j`` of the level-``d`` node ``seg`` (shared by
-        ``members``): the verdict row of queries ending here, and the log-probability of the next token
-        for score_last queries whose scored segment is this one or the next."""
-        last = j == len(seg) - 1
-        verdict = [m for m in members if last and d == len(toks[m]) - 1 and not queries[m].score_last]
-        inside = [m for m in members if m in scored and d == len(toks[m]) - 1 and not last]
-        before = [m for m in members if m in scored and d == len(toks[m]) - 2 and last]
-        if not (verdict or inside or before):
-            return None
+    def _take(t, readers, queries, paths, want_ids, results, scored):
+        """What to read from the logits after token ``t`` of the queries ``readers`` (which share it):
+        the verdict row of a query ending here, the log-probability of the next token for score_last ones."""
+        verdict = [m for m in readers if not paths[m].score_last]
 
         def take(row: np.ndarray) -> None:
             if verdict:
                 chosen = row[want_ids].astype(np.float64)
+                first = int(np.argmax(row)) if any(queries[m].generate for m in verdict) else None
                 for m in verdict:
                     results[m].logits = chosen
-                    if queries[m].generate:
-                        results[m].first = int(np.argmax(row))
-            if inside or before:
+                    results[m].first = first  # the greedy first token: starts a generating query's text
+            if len(verdict) < len(readers):
                 top = float(row.max())
                 lse = top + math.log(float(np.exp(row - top).sum(dtype=np.float64)))  # float32 exp, float64 sum
-                for m in inside:  # token j + 1 of the scored segment
-                    scored[m][j + 1] = float(row[seg[j + 1]]) - lse
-                for m in before:  # token 0 of the scored segment that follows
-                    scored[m][0] = float(row[toks[m][-1][0]]) - lse
+                for m in readers:
+                    p = paths[m]
+                    if p.score_last:
+                        scored[m][t - p.read_from] = float(row[p.tokens[t + 1]]) - lse
         return take
 
     def _generate(self, queries, results, seqs, pos) -> None:
@@ -523,68 +507,97 @@ class Engine:
         self.model.close()
 
 
+@dataclass(frozen=True)
+class _Path:
+    """A query's tokens after the header (its token segments joined) and the positions whose logits it reads:
+    the last token (a verdict), or for ``score_last`` the token before its last segment up to the
+    one before its end (the log-probability of each token of that segment)."""
+
+    tokens: tuple[int, ...]
+    read_from: int
+    score_last: bool
+
+    def __init__(self, segments: Sequence[tuple[int, ...]], score_last: bool) -> None:
+        tokens = tuple(t for seg in segments for t in seg)
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "score_last", score_last)
+        object.__setattr__(self, "read_from", len(tokens) - len(segments[-1]) - 1 if score_last else len(tokens) - 1)
+
+    def reads_at(self, t: int) -> bool:
+        return self.read_from <= t < len(self.tokens) - (1 if self.score_last else 0)
+
+
 class Plan:
     """How the default mode runs the queries of one call: their order and their chunks.
 
-    Order: a trie walk (queries sorted by their tokens), so queries that share a prefix are adjacent
-    whatever order they came in (criterion-major callers cost what row-major ones do) and the same set
-    of queries is laid out the same way in the cache (the same numbers, in any order); rows with
+    Order: queries sorted by their tokens (a walk of the token trie), so queries that share a prefix are
+    adjacent whatever order they came in (criterion-major callers cost what row-major ones do) and the
+    same set of queries is laid out the same way in the cache (the same numbers, in any order); rows with
     generating queries last, since those keep their cells until the one generation loop at the end.
     Chunks: consecutive queries, at most ``max_q`` of them and ``budget`` KV cells of distinct trie nodes
     (every token attends over all cells in use, so a chunk stays near the size of its longest query
-    rather than the whole call). The prefix a chunk shares with the next one is held (HOLD_SEQ) instead
-    of being decoded again. Generating queries keep their cells until one greedy loop generates for all
-    of them, at the end of the call, or earlier once they hold ``KEEP_CELLS`` (long prompts: their
-    cells would slow every later chunk).
+    rather than the whole call). The token prefix a chunk shares with the next one is held (HOLD_SEQ)
+    instead of being decoded again. Generating queries keep their cells until one greedy loop generates
+    for all of them, at the end of the call, or earlier once they hold ``KEEP_CELLS`` (long prompts:
+    their cells would slow every later chunk).
     """
 
-    def __init__(self, queries: Sequence[Query], toks: list[list[tuple[int, ...]]], header_len: int,
-                 max_q: int, budget: int) -> None:
-        gen_rows = {t[0] for t, q in zip(toks, queries) if q.generate and t}
-        self.order = sorted(range(len(toks)), key=lambda i: (bool(toks[i]) and toks[i][0] in gen_rows, toks[i]))
-        self.chunks: list[tuple[list[int], tuple, bool]] = []  # (queries, held for the next, generate after)
+    def __init__(self, queries: Sequence[Query], paths: Sequence[_Path], max_q: int, budget: int) -> None:
+        rows = [q.segments[1] if len(q.segments) > 1 else "" for q in queries]
+        gen_rows = {r for r, q in zip(rows, queries) if q.generate}
+        flat = [p.tokens for p in paths]
+        self.order = sorted(range(len(queries)), key=lambda i: (rows[i] in gen_rows, flat[i]))
+        self.chunks: list[tuple[list[int], tuple[int, ...], bool]] = []  # (queries, held for the next, generate after)
         keep_limit = max(budget, KEEP_CELLS)
         cur: list[int] = []
-        nodes: set[tuple] = set()
         cells = kept = peak = 0
-        n_gen = sum(1 for q in queries if q.generate)
+        prev = None
         for i in self.order:
-            t = toks[i]
-            paths = [tuple(t[:d + 1]) for d in range(len(t))]
-            add = sum(len(p[-1]) for p in paths if p not in nodes)
-            if cur and (len(cur) >= max_q or cells + add > budget):
-                held = _common(toks[cur[-1]], t)
-                kept += self._kept_cells(cur, toks, queries)
+            shared = _lcp(flat[prev], flat[i]) if prev is not None else 0
+            if cur and (len(cur) >= max_q or cells + len(flat[i]) - shared > budget):
+                kept += self._kept_cells(cur, flat, queries)
                 flush = kept >= keep_limit  # kept cells slow every later chunk: generate what is kept now
-                self.chunks.append((cur, held, flush))
+                self.chunks.append((cur, flat[i][:shared], flush))
                 if flush:
                     kept = 0
-                cur, nodes = [], {held[:d + 1] for d in range(len(held))}
-                cells = sum(map(len, held))
-                add = sum(len(p[-1]) for p in paths if p not in nodes)
+                cur, cells = [], shared
             cur.append(i)
-            nodes.update(paths)
-            cells += add
+            cells += len(flat[i]) - shared
             peak = max(peak, kept + cells)
+            prev = i
         if cur:
             self.chunks.append((cur, (), True))
         self.cells = peak + sum(q.generate for q in queries)
-        self.n_seq = min(MAX_SEQ, 2 + max_q + n_gen)
+        self.n_seq = min(MAX_SEQ, 2 + max_q + sum(1 for q in queries if q.generate))
 
     @staticmethod
-    def _kept_cells(members, toks, queries) -> int:
-        paths = {tuple(toks[m][:d + 1]) for m in members if queries[m].generate for d in range(len(toks[m]))}
-        return sum(len(p[-1]) for p in paths)
+    def _kept_cells(members, flat, queries) -> int:
+        gen = [flat[m] for m in members if queries[m].generate]
+        return sum(len(f) - (_lcp(gen[k - 1], f) if k else 0) for k, f in enumerate(gen))
 
 
-def _common(a: list, b: list) -> tuple:
-    """The segments two queries' paths start with."""
-    out = []
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        out.append(x)
-    return tuple(out)
+def _pieces(items: list, n_batch: int, max_outputs: int):
+    """``items`` in consecutive pieces of at most ``n_batch`` tokens and ``max_outputs`` logits rows."""
+    piece: list = []
+    outputs = 0
+    for item in items:
+        wants = item[3] is not None
+        if len(piece) == n_batch or (wants and outputs == max_outputs):
+            yield piece
+            piece, outputs = [], 0
+        piece.append(item)
+        outputs += wants
+    if piece:
+        yield piece
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the token prefix two paths share."""
+    n = min(len(a), len(b))
+    k = 0
+    while k < n and a[k] == b[k]:
+        k += 1
+    return k
 
 
 class LlamaEvaluator:
