@@ -22,7 +22,7 @@ in a separate minirft run and reported as their share of that run's judge time.
 
 Every timing is wall time and process CPU time; on a shared machine CPU time is the fairer comparison.
 
-Run:   python bench/judge_step.py [--threads 2] [--quick] [--repeats 1]
+Run:   python bench/judge_step.py [--threads 2] [--quick] [--repeats 1] [--n-gpu-layers -1]
 Writes bench/results/judge_step.json (--quick: judge_step_quick.json).
 """
 
@@ -96,11 +96,15 @@ def shown_flags(P: int, G: int) -> list[list[bool]]:
     return flags
 
 
+GPU_LAYERS = 0  # --n-gpu-layers: both sides offload the same layers
+
+
 def judge_config(model: str, mode: str, K: int, threads: int, rationales: str) -> JudgeConfig:
     if mode == "rubric":
-        return JudgeConfig(model=model, criteria=CRITERIA[:K], n_threads=threads, rationales=rationales)
+        return JudgeConfig(model=model, criteria=CRITERIA[:K], n_threads=threads, rationales=rationales,
+                           n_gpu_layers=GPU_LAYERS)
     return JudgeConfig(model=model, mode="preference", preference_question=PREFERENCE_QUESTION,
-                       n_threads=threads, rationales=rationales)
+                       n_threads=threads, rationales=rationales, n_gpu_layers=GPU_LAYERS)
 
 
 def timed(fn, repeats: int) -> dict:
@@ -268,14 +272,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="best of N runs of each method")
     ap.add_argument("--quick", action="store_true", help="smaller cases (4x4x2 rubric, 2x8 preference)")
     ap.add_argument("--only", choices=["short", "long"], help="one shared-prompt length")
+    ap.add_argument("--n-gpu-layers", type=int, default=0, help="-1: the whole judge on a GPU (a CUDA llama.cpp build)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    global GPU_LAYERS
+    GPU_LAYERS = args.n_gpu_layers
     import llama_cpp
 
     out = Path(args.out or ROOT / "bench" / "results" / ("judge_step_quick.json" if args.quick else "judge_step.json"))
     path = str(resolve_model(args.model).path)
     llm = llama_cpp.Llama(path, n_ctx=4096, n_batch=512, n_threads=args.threads, n_threads_batch=args.threads,
-                          verbose=False)
+                          n_gpu_layers=args.n_gpu_layers, verbose=False)
     load0 = os.getloadavg()
     cases = []
     try:
@@ -292,7 +299,10 @@ def main() -> None:
 
 
 def write(out: Path, args, cases, load0) -> None:
+    import llama_cpp
+
     result = {"model": args.model, "threads": args.threads, "repeats": args.repeats, "quick": args.quick,
+              "n_gpu_layers": args.n_gpu_layers, "llama_cpp_build": llama_cpp.llama_print_system_info().decode().strip(),
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "load_average_start": load0, "load_average_end": os.getloadavg(),
               "note": "wall and process CPU seconds; on a shared machine (load average above the core count) "

@@ -54,7 +54,11 @@ else
   fi
   export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"}
 fi
-step "installing minirft[$extras] (llama-cpp-python compiles from source the first time: ~5 min on 2 cores)"
+if "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  step "installing minirft[$extras]"
+else
+  step "installing minirft[$extras] (llama-cpp-python compiles from source the first time: ~5 min on 2 cores)"
+fi
 "${PIP[@]}" install --progress-bar off -e ".[$extras]" 2>&1 | grep --line-buffered -vE "^(Requirement already satisfied|  Using cached|  Downloading|WARNING: Location)" || true
 "$VENV/bin/python" -c "import minirft, llama_cpp, transformers, peft" \
   || { echo "setup: the install above failed" >&2; exit 1; }

@@ -49,8 +49,8 @@ def choose_engine(recipe: Recipe) -> str:
     """``generation.engine`` resolved. auto is llama_cpp when the policy model is a GGUF file, the policy
     runs through transformers + peft on the CPU (not unsloth, no CUDA), and llama.cpp is not the slower
     of the two: torch in bf16 on an AVX512-BF16 CPU against a llama.cpp built without AVX512-BF16 (the
-    portable build) is (measured 0.76-1.14x HF generate, against 1.6-1.9x with scripts/setup.sh's native
-    build: bench/rollout_engine.py). Else torch."""
+    portable build) is (measured 0.75-0.95x HF generate, against 1.58x with scripts/setup.sh's native
+    build: bench/results/rollout_engine_generation_{portable,native}.json). Else torch."""
     engine = recipe.generation.engine
     if engine != "auto":
         return engine
