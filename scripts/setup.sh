@@ -54,7 +54,7 @@ else
   fi
   export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"}
 fi
-if "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+if "${PIP[@]}" show -q llama-cpp-python >/dev/null 2>&1; then  # installed above (its dependencies come next)
   step "installing minirft[$extras]"
 else
   step "installing minirft[$extras] (llama-cpp-python compiles from source the first time: ~5 min on 2 cores)"
