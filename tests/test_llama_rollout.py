@@ -220,10 +220,10 @@ def test_auto_engine_is_the_default_and_llama_cpp_for_a_gguf_policy_unless_slowe
     assert engine({"model": str(gguf)}, engine="torch") == "torch"
     assert engine({"model": str(tiny / "model")}, engine="llama_cpp") == "llama_cpp"
     # torch in bf16 against a llama.cpp without AVX512-BF16 (the portable build): HF generate is as fast
-    monkeypatch.setattr(llama_rollout, "llama_cpu_features", lambda: "CPU : AVX2 = 1 | FMA = 1 |")
+    monkeypatch.setattr(llama_rollout, "cpu_features", lambda: ["AVX2", "FMA"])
     assert engine({"model": str(gguf), "dtype": "bfloat16"}) == "torch"
     assert engine({"model": str(gguf), "dtype": "float32"}) == "llama_cpp"
-    monkeypatch.setattr(llama_rollout, "llama_cpu_features", lambda: "CPU : AVX2 = 1 | AVX512_BF16 = 1 |")
+    monkeypatch.setattr(llama_rollout, "cpu_features", lambda: ["AVX2", "AVX512_BF16"])
     assert engine({"model": str(gguf), "dtype": "bfloat16"}) == "llama_cpp"
 
 

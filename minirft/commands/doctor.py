@@ -30,21 +30,12 @@ def llama_cpp_status() -> dict:
         import llama_cpp
     except Exception as exc:  # a broken native build shows here, not as a crash later
         return {"installed": True, "version": version, "import_error": str(exc).splitlines()[0]}
+    from minirft.judge.backends.llama_cpp import cpu_features
+
     missing = [name for name in LLAMA_BATCH_API if not hasattr(llama_cpp, name)]
     gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
     return {"installed": True, "version": version, "batched_api": not missing, "missing": missing,
-            "gpu_offload": gpu, "cpu_features": _cpu_features(llama_cpp)}
-
-
-def _cpu_features(llama_cpp) -> list[str]:
-    """The SIMD extensions llama.cpp was compiled for ("AVX2", "AVX512_BF16", ...): the portable build
-    has AVX2 at most, scripts/setup.sh's native build what this CPU has."""
-    try:
-        info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
-    except Exception:  # noqa: BLE001 - absent in some versions
-        return []
-    return [k.split(":")[-1].strip() for k, _, v in (p.partition("=") for p in info.split("|"))
-            if v.strip() == "1" and k.split(":")[-1].strip().startswith(("AVX", "AMX", "SSE", "F16C", "FMA"))]
+            "gpu_offload": gpu, "cpu_features": cpu_features()}
 
 
 def torch_status() -> dict:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from minirft.errors import MinirftError
+from minirft.judge.backends.llama_cpp import cpu_features
 from minirft.models import resolve_model
 from minirft.recipe import GenerationConfig, Recipe
 from minirft.train.policy import Generated, Policy, cpu_has_bf16
@@ -64,16 +65,7 @@ def choose_engine(recipe: Recipe) -> str:
         return "torch"
     dtype = recipe.policy.dtype
     torch_bf16 = dtype == "bfloat16" or (dtype == "auto" and cpu_has_bf16())
-    return "torch" if torch_bf16 and "AVX512_BF16" not in llama_cpu_features() else "llama_cpp"
-
-
-def llama_cpu_features() -> str:
-    """What llama.cpp was compiled for, as llama_print_system_info reports it ("" without llama-cpp-python)."""
-    try:
-        import llama_cpp
-    except ImportError:
-        return ""
-    return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    return "torch" if torch_bf16 and "AVX512_BF16" not in cpu_features() else "llama_cpp"
 
 
 def _model_name(recipe: Recipe) -> str:

@@ -79,6 +79,19 @@ def _llama():
     return llama_cpp, _internals
 
 
+def cpu_features() -> list[str]:
+    """The SIMD extensions llama.cpp was compiled for ("AVX2", "AVX512_BF16", ...): the portable build
+    has AVX2 at most, scripts/setup.sh's native build what this CPU has; [] without llama-cpp-python."""
+    try:
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    except Exception:  # noqa: BLE001 - not installed, or a version without it
+        return []
+    return [k.split(":")[-1].strip() for k, _, v in (p.partition("=") for p in info.split("|"))
+            if v.strip() == "1" and k.split(":")[-1].strip().startswith(("AVX", "AMX", "SSE", "F16C", "FMA"))]
+
+
 class _Memory:
     """KV-cache sequence operations under whichever names this llama-cpp-python has."""
 
