@@ -97,6 +97,9 @@ def cli(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from minirft.cuda_memory import configure_allocator
+
+    configure_allocator()  # before torch allocates anything on a GPU (expandable segments, unless user-set)
     try:
         cli.main(args=argv, prog_name="minirft", standalone_mode=True)
     except MinirftError as exc:  # raised outside a subcommand's invoke (e.g. while loading one)

@@ -335,13 +335,19 @@ class GenerationConfig(Section):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
-    # Who samples the rollouts: torch (HF generate, the adapter folded in) or llama_cpp (the policy's
-    # base in llama.cpp with the live LoRA applied; minirft.train.llama_rollout). auto (the default):
-    # llama_cpp when the policy model is a GGUF file on the CPU (policy.backend not unsloth, no CUDA),
-    # unless llama.cpp is the portable build and torch runs bf16 on an AVX512-BF16 CPU, where HF generate
-    # is as fast; else torch. Measured on polite.yaml (bench/results/rollout_engine.json, native build):
-    # generation 1.9x faster, steps 0.81x, the 20-step reward curve within noise of torch's.
-    engine: Literal["auto", "torch", "llama_cpp"] = "auto"
+    # Who samples the rollouts (minirft/train/engines.py): torch (HF generate, the adapter folded in;
+    # Unsloth's own generation for backend: unsloth), torch_graph (the policy with a static KV cache,
+    # each decode step one CUDA graph), llama_cpp (the policy's base in llama.cpp with the live LoRA
+    # applied), vllm (only with `--engine trl`: TRL's use_vllm). auto (the default): torch_graph on
+    # CUDA for backend hf (measured on an H200: README, GPU section), torch for unsloth; on the CPU
+    # llama_cpp when the policy model is a GGUF file and llama.cpp is the native build, else torch.
+    engine: Literal["auto", "torch", "torch_graph", "llama_cpp", "vllm"] = "auto"
+    # vllm only (`--engine trl`): TRL's vllm_mode — colocate (vLLM inside the trainer's process) or
+    # server (a `trl vllm-serve` process at vllm_server_url).
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_url: str = "http://127.0.0.1:8000"
+    # vllm colocate only: the share of GPU memory vLLM may take (TRL's vllm_gpu_memory_utilization).
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     # llama_cpp only: truncated importance-sampling weight min(π_torch / π_engine, cap) per token (TRL's
     # vllm_importance_sampling_cap); corrects for the engine's slightly different (quantized) numerics.
     importance_sampling_cap: float = Field(2.0, ge=1.0)
@@ -372,6 +378,9 @@ class TrainingConfig(Section):
     # token: sum over all tokens of the micro-batch / number of tokens; sequence: mean per sequence.
     loss_norm: Literal["token", "sequence"] = "token"
     seed: int = 0
+    # CUDA only: cap this process's GPU memory at this many GB (torch's set_per_process_memory_fraction),
+    # so a run proves it fits a smaller card; an allocation past it fails as out-of-memory. None: no cap.
+    gpu_memory_gb: float | None = Field(None, gt=0)
 
 
 class CheckpointConfig(Section):

@@ -17,7 +17,8 @@ FORBIDDEN = [
     ("tui", ("minirft.train", "minirft.judge", "minirft.commands", "minirft.cli")),
     ("integrations", ("minirft.train", "minirft.commands", "minirft.cli", "minirft.tui")),
 ]
-BASE = ("recipe.py", "data.py", "models.py", "events.py", "rewards.py", "stats.py", "atomic.py", "errors.py")
+BASE = ("recipe.py", "data.py", "models.py", "events.py", "rewards.py", "stats.py", "atomic.py", "errors.py",
+        "cuda_memory.py")
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

@@ -18,7 +18,8 @@ from minirft.events import read_events
 from minirft.recipe import validate_recipe
 from minirft.train import loop
 from minirft.train.importance import gap_metrics, truncated_is_weights
-from minirft.train.llama_rollout import LlamaGenerator, LlamaRollout, choose_engine, sample_rows
+from minirft.train.engines import choose_engine
+from minirft.train.llama_rollout import LlamaGenerator, LlamaRollout, sample_rows
 from minirft.train.policy import load_policy, token_logprobs
 
 #: max |Δ logit| between llama.cpp (f32 GGUF, f32 LoRA GGUF, f32 KV cache, no flash attention) and
@@ -206,7 +207,7 @@ def test_truncated_is_weights_by_hand():
 def test_auto_engine_is_the_default_and_llama_cpp_for_a_gguf_policy_unless_slower(tiny, tmp_path, monkeypatch):
     from judge_fixtures import write_tiny_gguf
 
-    from minirft.train import llama_rollout
+    from minirft.train import engines
 
     gguf = write_tiny_gguf(tmp_path / "p.gguf")
     base = {"name": "t", "rewards": [{"type": "length"}], "data": {"path": "x.jsonl"}}
@@ -220,10 +221,10 @@ def test_auto_engine_is_the_default_and_llama_cpp_for_a_gguf_policy_unless_slowe
     assert engine({"model": str(gguf)}, engine="torch") == "torch"
     assert engine({"model": str(tiny / "model")}, engine="llama_cpp") == "llama_cpp"
     # torch in bf16 against a llama.cpp without AVX512-BF16 (the portable build): HF generate is as fast
-    monkeypatch.setattr(llama_rollout, "cpu_features", lambda: ["AVX2", "FMA"])
+    monkeypatch.setattr(engines, "cpu_features", lambda: ["AVX2", "FMA"])
     assert engine({"model": str(gguf), "dtype": "bfloat16"}) == "torch"
     assert engine({"model": str(gguf), "dtype": "float32"}) == "llama_cpp"
-    monkeypatch.setattr(llama_rollout, "cpu_features", lambda: ["AVX2", "AVX512_BF16"])
+    monkeypatch.setattr(engines, "cpu_features", lambda: ["AVX2", "AVX512_BF16"])
     assert engine({"model": str(gguf), "dtype": "bfloat16"}) == "llama_cpp"
 
 

@@ -129,18 +129,45 @@ def render(info: dict) -> list[str]:
     return lines
 
 
-@click.command("doctor")
+def footprint(recipe_arg: str, overrides: list[str]) -> dict:
+    """The recipe's estimated GPU footprint (``minirft.cuda_memory.estimate``), without loading weights."""
+    from minirft.cuda_memory import estimate
+    from minirft.recipe import find_recipe, load_recipe
+
+    recipe = load_recipe(find_recipe(recipe_arg), overrides)
+    fp = estimate(recipe, cuda=True)
+    return {"recipe": recipe.name, "parts_gb": {k: round(v, 3) for k, v in fp.parts.items()},
+            "total_gb": round(fp.total, 2), "notes": fp.notes, "lines": fp.lines(),
+            "cap_gb": recipe.training.gpu_memory_gb}
+
+
+@click.command("doctor", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("recipe", required=False)
+@click.argument("overrides", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor_command(as_json: bool) -> None:
-    """Report Python, torch/CUDA, unsloth, bitsandbytes, llama-cpp-python, triton, models, memory.
+def doctor_command(recipe: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Report Python, torch/CUDA, unsloth, bitsandbytes, llama-cpp-python, triton, models, memory;
+    with a RECIPE, also its estimated GPU footprint (weights, LoRA + optimizer, rollout KV cache,
+    activations, judge) from the models' config.json, without loading any weights.
 
     \b
     Examples:
       minirft doctor
       minirft doctor --json | jq .llama_cpp
+      minirft doctor recipes/polite.yaml policy.model=/models/llama-8b training.prompts_per_step=4
     """
     info = collect()
+    if recipe is not None:
+        info["footprint"] = footprint(recipe, list(overrides))
     if as_json:
         click.echo(json.dumps(info, indent=2))
-    else:
-        click.echo("\n".join(render(info)))
+        return
+    lines = render(info)
+    if recipe is not None:
+        fp = info["footprint"]
+        lines.append(f"GPU footprint of {fp['recipe']} on CUDA (estimate):")
+        lines += fp["lines"]
+        if fp["cap_gb"] is not None:
+            verdict = "fits" if fp["total_gb"] <= fp["cap_gb"] else "does NOT fit"
+            lines.append(f"  {verdict} training.gpu_memory_gb={fp['cap_gb']:g}")
+    click.echo("\n".join(lines))

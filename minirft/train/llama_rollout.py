@@ -38,37 +38,15 @@ import numpy as np
 import torch
 
 from minirft.errors import MinirftError
-from minirft.judge.backends.llama_cpp import cpu_features
 from minirft.models import resolve_model
 from minirft.recipe import GenerationConfig, Recipe
-from minirft.train.policy import Generated, Policy, cpu_has_bf16
+from minirft.train.policy import Generated, Policy
 
 MAX_SEQS = 64  # sequences per llama.cpp context (P·G of one chunk of prompts)
 
 
-def choose_engine(recipe: Recipe) -> str:
-    """``generation.engine`` resolved. auto is llama_cpp when the policy model is a GGUF file, the policy
-    runs through transformers + peft on the CPU (not unsloth, no CUDA), and llama.cpp is not the slower
-    of the two: torch in bf16 on an AVX512-BF16 CPU against a llama.cpp built without AVX512-BF16 (the
-    portable build) is (measured 0.75-0.95x HF generate, against 1.58x with scripts/setup.sh's native
-    build: bench/results/rollout_engine_generation_{portable,native}.json). Else torch."""
-    engine = recipe.generation.engine
-    if engine != "auto":
-        return engine
-    if recipe.policy.backend == "unsloth" or (recipe.policy.backend == "auto" and torch.cuda.is_available()):
-        return "torch"
-    try:
-        is_gguf = resolve_model(_model_name(recipe)).is_gguf
-    except MinirftError:
-        return "torch"
-    if not is_gguf:
-        return "torch"
-    dtype = recipe.policy.dtype
-    torch_bf16 = dtype == "bfloat16" or (dtype == "auto" and cpu_has_bf16())
-    return "torch" if torch_bf16 and "AVX512_BF16" not in cpu_features() else "llama_cpp"
-
-
-def _model_name(recipe: Recipe) -> str:
+def policy_model_name(recipe: Recipe) -> str:
+    """``policy.model`` as given, or as a path relative to the recipe's folder when it names a file there."""
     name = recipe.policy.model
     base = recipe.source.parent if recipe.source else None
     if base is not None and not Path(name).is_absolute() and (base / name).exists():
@@ -108,7 +86,7 @@ def base_gguf(recipe: Recipe, policy: Policy, workdir: Path) -> Path:
     """The GGUF file llama.cpp samples from (``generation.engine_weights``): the policy's own file, or a
     GGUF of the base weights torch holds (by default in torch's own dtype, bf16 or f16, written into
     ``workdir``)."""
-    resolved = resolve_model(_model_name(recipe))
+    resolved = resolve_model(policy_model_name(recipe))
     weights = recipe.generation.engine_weights
     if weights == "policy_gguf":
         if not resolved.is_gguf:
@@ -377,7 +355,10 @@ def _inverse_cdf(p: np.ndarray, u: np.ndarray, block: int = 256) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ the rollout step
 class LlamaGenerator:
-    """What the rollout asks of the llama_cpp engine: ``generate(policy, prompt_ids, G)`` → Generated."""
+    """The llama_cpp rollout engine (``minirft.train.engines.RolloutEngine``): ``generate(policy,
+    prompt_ids, G)`` → Generated, ``step_timings`` (the LoRA sync of the last call), ``close()``."""
+
+    name = "llama_cpp"
 
     def __init__(self, recipe: Recipe, policy: Policy) -> None:
         if policy.backend != "hf":
@@ -405,6 +386,13 @@ class LlamaGenerator:
         gen = to_generated(prompt_ids, group_size, tokens, logps, policy)
         self.engine.timings["generate_s"] = time.perf_counter() - t0
         return gen
+
+    @property
+    def step_timings(self) -> dict[str, float]:
+        return {"lora_sync_s": self.engine.timings["lora_sync_s"]}
+
+    def take_notes(self) -> list[str]:
+        return []
 
     def close(self) -> None:
         self.engine.close()
@@ -434,8 +422,3 @@ def to_generated(prompt_ids: list[list[int]], group_size: int, tokens: list[list
     comp, cmask, slogp = comp.to(policy.device), cmask.to(policy.device), slogp.to(policy.device)
     return Generated(torch.cat([ids, comp], dim=1), torch.cat([mask, cmask], dim=1), cmask, ids.shape[1],
                      sampling_logp=slogp)
-
-
-def open_generator(recipe: Recipe, policy: Policy) -> LlamaGenerator | None:
-    """The llama_cpp rollout engine when ``generation.engine`` resolves to it, else None (torch)."""
-    return LlamaGenerator(recipe, policy) if choose_engine(recipe) == "llama_cpp" else None

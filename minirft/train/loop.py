@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from minirft import __version__
+from minirft import __version__, cuda_memory
 from minirft.atomic import atomic_dir, write_text
 from minirft.errors import MinirftError
 from minirft.events import EventLog, failure_message
@@ -56,7 +56,7 @@ from minirft_kernels import grpo_token_loss
 from minirft.train import calibration_watch
 from minirft.train.checkpoint import apply_checkpoint, find_resumable, save_checkpoint
 from minirft.train.importance import gap_metrics, truncated_is_weights
-from minirft.train.llama_rollout import choose_engine, open_generator
+from minirft.train.engines import check_engine, engine_name, open_generator
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
 from minirft.judge.panel import agreement
@@ -212,6 +212,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
 
     own_judge = judge is None
     rows = check_recipe(recipe, judge=own_judge)
+    check_engine(recipe)
     reward_fns = build_rewards(recipe.rewards)
 
     resume_from = None
@@ -231,6 +232,11 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
 
     check_available(recipe.logging.report_to or [])  # a tracker's package is missing: said before any model loads
     seed_everything(tr.seed)
+    if tr.gpu_memory_gb is not None:  # before any model allocates
+        if torch.cuda.is_available():
+            say(cuda_memory.apply_cap(tr.gpu_memory_gb))
+        else:
+            warn("training.gpu_memory_gb is ignored: no CUDA device")
     policy = load_policy(recipe.policy, seed=tr.seed, base_dir=recipe.source.parent if recipe.source else None)
     params = policy.trainable_parameters()
     optimizer = make_optimizer(recipe, params, policy.device)
@@ -243,7 +249,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         start_step, sampler.position = state["step"], state["data_position"]
     if own_judge:
         judge = build_judge_for(recipe, policy)
-    sampler_engine = None  # generation.engine: llama_cpp (None: HF generate samples)
+    sampler_engine = None  # generation.engine: torch_graph / llama_cpp (None: HF generate samples)
     try:
         if own_judge and hasattr(judge, "load"):
             judge.load()  # a judge model that cannot load fails here, before the run starts
@@ -268,7 +274,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         log.write("run_start", start_step, run_name=run_dir.name, recipe=recipe_to_dict(recipe),
                   policy_model=recipe.policy.model, judge_model=recipe.judge.model if recipe.judge else None,
                   total_steps=tr.steps, argv=argv, versions=versions(), device=device_name(policy.device),
-                  backend=policy.backend, generation_engine=choose_engine(recipe),
+                  backend=policy.backend, generation_engine=engine_name(sampler_engine),
                   resumed_from=start_step if resume else None)
         if resume:
             where = (f"checkpoint step-{start_step}" if resume_from is not None
@@ -288,6 +294,9 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
             batch = next(stream)
             for err in batch.judge_errors:
                 log.event(step, "judge_error", err)
+            for note in batch.engine_notes:
+                log.event(step, "warning", note, detector="generation")
+                say(f"step {step}/{tr.steps}  warning [generation] {note}")
             limits.check(step, batch, judge)
             t_update = time.perf_counter()
             upd = update(recipe, policy, batch, optimizer, params)
@@ -519,12 +528,12 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
         "judge_errors": sum(1 for s in batch.scores if s is not None and s.reward is None),
     })
     m.update(gap_metrics(upd))  # llama.cpp rollouts: engine/torch log-prob gap and IS weights
-    if "lora_sync_s" in batch.timings:  # llama.cpp rollouts: writing + loading the step's LoRA adapter
-        m["generation/lora_sync_s"] = batch.timings["lora_sync_s"]
+    for key, value in batch.timings.items():  # the engine's own (llama.cpp: lora_sync_s, the step's LoRA)
+        if key not in ("generation_s", "judge_s"):
+            m[key if "/" in key else f"generation/{key}"] = value
     if recipe.judge is not None and recipe.judge.panel:  # a jury: how much its judges agree this step
         m["judge/agreement"] = agreement(batch.scores)
-    if torch.cuda.is_available():  # peak since the run started (the loop never resets it)
-        m["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    m.update(cuda_memory.peaks())  # CUDA: allocated and reserved peaks since the run started
     return m
 
 

@@ -21,7 +21,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
@@ -31,6 +31,9 @@ from minirft.judge.base import Score
 from minirft.recipe import Recipe
 from minirft.rewards import NamedReward, call_reward, reward_columns
 from minirft.train.policy import Generated, Policy, decode, encode_prompts, generate
+
+if TYPE_CHECKING:
+    from minirft.train.engines import RolloutEngine
 
 
 class PromptSampler:
@@ -74,6 +77,7 @@ class Batch:
     group_size: int
     timings: dict[str, float] = field(default_factory=dict)
     prompts_cut: int = 0  # prompts longer than policy.max_prompt_tokens (their start was dropped)
+    engine_notes: list[str] = field(default_factory=list)  # the rollout engine's warnings this step
 
     @property
     def valid(self) -> torch.Tensor:
@@ -124,10 +128,11 @@ def judge_groups(judge: Any, rows: list[PromptRow], groups: list[list[str]],
 
 
 def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: list[NamedReward],
-             judge: Any = None, engine: Any = None) -> Iterator[Batch]:
+             judge: Any = None, engine: RolloutEngine | None = None) -> Iterator[Batch]:
     """Yield one scored batch per call to ``next``; sampling uses torch's global RNG.
 
-    ``engine``: the llama.cpp sampler (``llama_rollout.open_generator``) or None for HF ``generate``."""
+    ``engine``: the rollout engine (``engines.open_generator``: torch_graph or llama_cpp) or None for
+    HF ``generate``."""
     gen_cfg, tr = recipe.generation, recipe.training
     G = gen_cfg.group_size
     rationale_mode = recipe.judge.rationales if recipe.judge is not None else "none"
@@ -138,9 +143,11 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
         prompt_ids = encode_prompts(policy, [r.messages for r in rows], recipe.policy.max_prompt_tokens,
                                     cut=cut)
         engine_timings: dict[str, float] = {}
-        if engine is not None:  # llama.cpp: the G completions of a prompt share its KV cells
+        engine_notes: list[str] = []
+        if engine is not None:
             gen = engine.generate(policy, prompt_ids, G)
-            engine_timings = {"lora_sync_s": engine.engine.timings["lora_sync_s"]}
+            engine_timings = dict(engine.step_timings)
+            engine_notes = engine.take_notes()
         else:
             repeated = [ids for ids in prompt_ids for _ in range(G)]
             gen = generate(policy, repeated, max_new_tokens=gen_cfg.max_new_tokens,
@@ -171,7 +178,8 @@ def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: li
                                 dtype=torch.float32)
         advantages = group_advantages(combined, G, scale=tr.scale_rewards)
         yield Batch(rows, completions, gen, combined, advantages, per_reward, scores, judge_errors, G,
-                    {"generation_s": t1 - t0, "judge_s": t2 - t1, **engine_timings}, prompts_cut=len(cut))
+                    {"generation_s": t1 - t0, "judge_s": t2 - t1, **engine_timings}, prompts_cut=len(cut),
+                    engine_notes=engine_notes)
 
 
 def _combine(per_reward: dict[str, list[float | None]], weights: dict[str, float], i: int) -> float:

@@ -119,8 +119,23 @@ def grpo_config(recipe: Recipe, run_dir: Path, processes: int, verbose: bool = F
         bf16=dtype == "bfloat16", fp16=dtype == "float16", gradient_checkpointing=pol.gradient_checkpointing,
         reward_weights=judge_w + [r.weight for r in recipe.rewards], log_completions=False,
         disable_tqdm=not verbose, dataloader_num_workers=0,
-        ddp_find_unused_parameters=False if processes > 1 else None,
+        ddp_find_unused_parameters=False if processes > 1 else None, **vllm_options(recipe),
     ), dtype
+
+
+def vllm_options(recipe: Recipe) -> dict[str, Any]:
+    """``generation.engine: vllm`` as TRL's own vLLM rollouts (``use_vllm``, ``vllm_mode``, the server URL
+    or the colocated share of GPU memory); nothing otherwise. vLLM itself is the user's install: TRL
+    checks it is importable when the trainer starts."""
+    gen = recipe.generation
+    if gen.engine != "vllm":
+        return {}
+    options: dict[str, Any] = {"use_vllm": True, "vllm_mode": gen.vllm_mode}
+    if gen.vllm_mode == "server":
+        options["vllm_server_base_url"] = gen.vllm_server_url
+    else:
+        options["vllm_gpu_memory_utilization"] = gen.vllm_gpu_memory_utilization
+    return options
 
 
 def build_dataset(recipe: Recipe):
