@@ -185,3 +185,23 @@ def _local(recipe: Any, name: str) -> str:
     if base is not None and not Path(name).is_absolute() and (base / name).exists():
         return str(base / name)
     return name
+
+
+def fit_warning(recipe: Any) -> str | None:
+    """On CUDA, before loading: a warning when the estimate exceeds ``training.gpu_memory_gb`` or the
+    card's free memory (None when it fits, or when the models cannot be estimated from their config)."""
+    import torch
+
+    from minirft.errors import MinirftError
+
+    try:
+        fp = estimate(recipe, cuda=True)
+    except (OSError, ValueError, KeyError, ImportError, AttributeError, MinirftError):
+        return None
+    cap = recipe.training.gpu_memory_gb
+    free = torch.cuda.mem_get_info()[0] / 2**30
+    limit, what = (cap, "training.gpu_memory_gb") if cap is not None else (free, "free GPU memory")
+    if fp.total <= limit:
+        return None
+    return (f"the estimated GPU footprint, {fp.total:.1f} GB, exceeds {what} ({limit:.1f} GB); "
+            "`minirft doctor RECIPE` shows the parts")

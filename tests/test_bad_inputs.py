@@ -203,8 +203,9 @@ def c_override_unknown_key(w, d):
 
 
 def c_generation_engine_unknown(w, d):
-    p = recipe_with(w, d, generation={"group_size": 2, "engine": "vllm"})
-    return ["train", p], 1, [rf":{line_of(p, 'engine: vllm')}: generation.engine: Input should be 'auto', 'torch' or 'llama_cpp'"]
+    p = recipe_with(w, d, generation={"group_size": 2, "engine": "sglang"})
+    return ["train", p], 1, [rf":{line_of(p, 'engine: sglang')}: generation.engine: Input should be 'auto', 'torch', "
+                             "'torch_graph', 'llama_cpp' or 'vllm'"]
 
 
 def c_importance_sampling_cap_below_one(w, d):

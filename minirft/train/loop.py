@@ -232,11 +232,14 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
 
     check_available(recipe.logging.report_to or [])  # a tracker's package is missing: said before any model loads
     seed_everything(tr.seed)
-    if tr.gpu_memory_gb is not None:  # before any model allocates
-        if torch.cuda.is_available():
+    if torch.cuda.is_available():  # before any model allocates
+        if tr.gpu_memory_gb is not None:
             say(cuda_memory.apply_cap(tr.gpu_memory_gb))
-        else:
-            warn("training.gpu_memory_gb is ignored: no CUDA device")
+        too_big = cuda_memory.fit_warning(recipe)
+        if too_big:
+            warn(too_big)
+    elif tr.gpu_memory_gb is not None:
+        warn("training.gpu_memory_gb is ignored: no CUDA device")
     policy = load_policy(recipe.policy, seed=tr.seed, base_dir=recipe.source.parent if recipe.source else None)
     params = policy.trainable_parameters()
     optimizer = make_optimizer(recipe, params, policy.device)
