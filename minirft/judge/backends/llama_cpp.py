@@ -55,7 +55,7 @@ from minirft import llamacpp
 from minirft.errors import MinirftError
 from minirft.judge import scoring
 from minirft.judge.backends.tokens import TokenCache, cut_at_stop, reached_stop
-from minirft.judge.base import Evaluation, Query, TokenScores
+from minirft.judge.base import Evaluation, EvaluatorBase, Query, TokenScores
 
 
 BATCH_TOLERANCE = 0.1  # max |ΔP(yes)| between batched and one-at-a-time scores on a quantized model
@@ -535,8 +535,9 @@ def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     return k
 
 
-class LlamaEvaluator:
-    """Label probabilities from :class:`Engine` logits. The model loads on first use, once."""
+class LlamaEvaluator(EvaluatorBase):
+    """Label probabilities and token log-probabilities from :class:`Engine` logits. The model loads
+    on first use (or :meth:`load`), once."""
 
     def __init__(self, model_path: str, *, n_ctx: int, n_batch: int, n_threads: int | None,
                  n_gpu_layers: int, max_seqs: int, deterministic: bool) -> None:
@@ -552,6 +553,9 @@ class LlamaEvaluator:
         if self._engine is None:
             self._engine = Engine(self.model_path, **self._kw)
         return self._engine
+
+    def load(self) -> None:
+        self.engine  # noqa: B018 - loads the model
 
     def label_ids(self, classes: Sequence[tuple[str, ...]]) -> list[list[int]]:
         """Token ids of each class's single-token surface forms (e.g. "Yes", " Yes", "yes")."""

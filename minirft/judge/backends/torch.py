@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from minirft.errors import MinirftError
 from minirft.judge.backends.tokens import TokenCache, cut_at_stop, reached_stop
-from minirft.judge.base import Evaluation, Query, TokenScores
+from minirft.judge.base import Evaluation, EvaluatorBase, Query, TokenScores
 
 BATCH_TOLERANCE = 1e-4  # max |ΔP| between batched and one-at-a-time scores in fp32 (float rounding only)
 
@@ -119,7 +119,7 @@ def _dtype(name: str, dev):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-class TorchEvaluator:
+class TorchEvaluator(EvaluatorBase):
     """Label probabilities from an HF causal LM's verdict hidden states.
 
     Either give ``model`` and ``tokenizer`` (already loaded: self-judging, tests) or ``loader``, a
@@ -149,6 +149,9 @@ class TorchEvaluator:
         if self._model is None:
             self._model, self._tok = self._loader()
         return self._model
+
+    def load(self) -> None:
+        self.model  # noqa: B018 - loads the model (and the tokenizer)
 
     @property
     def tokenizer(self):
