@@ -81,12 +81,8 @@ class Evaluator(Protocol):
     def close(self) -> None: ...
 
 
-class EvaluatorBase:
-    """Defaults for :class:`Evaluator`: no contrast scoring, nothing to load, no counters."""
-
-    def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
-        raise MinirftError(f"judge backend {type(self).__name__} cannot score criteria with method: contrast "
-                           "(it needs the log-probabilities of the response's tokens); use llama_cpp, torch or http")
+class _Quiet:
+    """What both base classes default to: nothing to load, no counters, nothing to close."""
 
     def load(self) -> None:
         return None
@@ -99,6 +95,14 @@ class EvaluatorBase:
 
     def close(self) -> None:
         return None
+
+
+class EvaluatorBase(_Quiet):
+    """Defaults for :class:`Evaluator`: no contrast scoring, nothing to load, no counters."""
+
+    def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
+        raise MinirftError(f"judge backend {type(self).__name__} cannot score criteria with method: contrast "
+                           "(it needs the log-probabilities of the response's tokens); use llama_cpp, torch or http")
 
 
 @dataclass
@@ -189,7 +193,7 @@ class Judge(Protocol):
     def close(self) -> None: ...
 
 
-class JudgeBase:
+class JudgeBase(_Quiet):
     """Defaults for :class:`Judge`: nothing to load, no clipping, no counters, no mid-run calibration;
     ``compare`` through ``compare_many`` and ``compare_many`` one pair at a time through ``compare``
     (an implementation defines at least one of the two, and ``score_groups``)."""
@@ -197,9 +201,6 @@ class JudgeBase:
     mode = "rubric"
     clipped = 0
     clip_chars = 0
-
-    def load(self) -> None:
-        return None
 
     def compare(self, row: PromptRow, a: str, b: str, rationale: bool = False) -> PairVerdict:
         return self.compare_many([row], [(a, b)], rationale)[0]
@@ -210,12 +211,3 @@ class JudgeBase:
 
     def use_calibration(self, platt: dict) -> None:
         raise CalibrationRefused(f"{type(self).__name__} cannot take a new calibration")
-
-    def take_metrics(self) -> dict[str, float]:
-        return {}
-
-    def totals(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        return None
