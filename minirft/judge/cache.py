@@ -2,12 +2,14 @@
 
 :class:`CachedEvaluator` wraps a backend (an :class:`~minirft.judge.base.Evaluator`). Each query's key
 is a SHA-256 of the judge model's identity (its name, and for a local file its size and modification
-time), the method (the backend, the label classes read, the number of tokens generated and the stop
-strings) and the full query text; a hit returns the stored label probabilities and generated text
-without touching the model. Re-scoring an identical candidate — ``minirft eval`` of base vs tuned, a
-resumed run, the judge service answering the same row twice — costs nothing. Everything above the
-backend (Platt maps, content-free calibration, rubric weights) is recomputed from the cached
-probabilities, so changing those never serves a stale reward.
+time), the method (the backend, the label classes read — or ``score_last`` for a contrast query —, the
+number of tokens generated and the stop strings) and the full query text; a hit returns the stored
+label probabilities and generated text, or a contrast query's token log-probabilities and token texts,
+without touching the model (which loads on the first miss). Re-scoring an identical candidate —
+``minirft eval`` of base vs tuned, a resumed run, the judge service answering the same row twice —
+costs nothing. Everything above the backend (Platt maps, content-free calibration, sharpness and
+aggregation of contrast criteria, rubric weights) is recomputed from the cached values, so changing
+those never serves a stale reward.
 
 Safe for several threads of one process (one connection, a lock) and for several processes sharing a
 file (SQLite's WAL mode; writes are ``INSERT OR REPLACE`` of identical values).

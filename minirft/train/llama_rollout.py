@@ -1,6 +1,7 @@
 """Rollouts sampled by llama.cpp (``generation.engine: llama_cpp``): the CPU analogue of TRL's vLLM rollouts.
 
-The policy's base GGUF is loaded once in llama.cpp (llama-cpp-python's low-level API). Every step:
+The policy's base GGUF is loaded once in llama.cpp (llama-cpp-python's low-level API, through
+:mod:`minirft.llamacpp`, the layer the judge backend uses too). Every step:
 
 1. the live LoRA weights are written as a llama.cpp LoRA GGUF (``gguf_export.write_lora_state``, the
    writer of ``minirft export lora-gguf``), loaded with ``llama_adapter_lora_init`` and applied with

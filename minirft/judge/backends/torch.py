@@ -1,6 +1,7 @@
 """The ``torch`` judge backend: a Hugging Face causal LM as judge, scored through the label-head kernel.
 
-Same rubric/preference API as the llama_cpp backend (it is an :class:`minirft.judge.base.Evaluator`),
+The same :class:`minirft.judge.base.Evaluator` as the llama_cpp backend (label probabilities, token
+log-probabilities for contrast criteria, rationales),
 same shared-prefix idea, on transformers' KV cache:
 
 * the header (system + rubric + few-shot) is run once and its KV cache kept across calls (the
@@ -16,8 +17,8 @@ same shared-prefix idea, on transformers' KV cache:
   are never formed. Rationales (greedy generation) do need full logits, one token at a time.
 
 Self-judging: pass an already-loaded model and tokenizer and a ``context`` to enter around every
-forward — ``model.disable_adapter`` for a PEFT policy, so the judge is the frozen base (see
-:func:`minirft.judge.build_judge`). The header cache stays valid because LoRA training never
+forward — ``model.disable_adapter`` for a PEFT policy, so the judge is the frozen base (see the
+``torch`` entry of :data:`minirft.judge.backends.BACKENDS`). The header cache stays valid because LoRA training never
 touches the base weights; call :meth:`TorchEvaluator.reset` if the judge's own weights change.
 
 Numerics: batching changes matmul shapes, so batched and one-at-a-time scores differ by float
