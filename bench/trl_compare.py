@@ -203,8 +203,9 @@ def users_judge_reward(recipe, threads: int):
     import llama_cpp
 
     from minirft.data import parse_row
-    from minirft.judge import build_judge, contrast
-    from minirft.judge.core import CHARS_PER_TOKEN
+    from minirft.judge import build_judge
+    from minirft.judge.methods import contrast
+    from minirft.judge.base import CHARS_PER_TOKEN
     from minirft.judge.prompts import CONTRAST_HEADER
     from minirft.models import resolve_model
 

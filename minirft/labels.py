@@ -21,10 +21,8 @@ undone and replaced lines.
 
 Agreement: per criterion (and ``overall``, ``preference``, and ``all`` pooled), the judge's verdict is
 P > 0.5 (the judge's own reward > 0.5 for ``overall``; the higher reward of the pair for preference,
-ties left out); accuracy, Cohen's κ = (p_o − p_e) / (1 − p_e) and a 95% interval for it: the Wilson
-interval of the observed agreement p_o mapped through that formula with p_e held fixed. (Cohen's
-large-sample SE has the same form, SE(p_o) / (1 − p_e); Wilson instead of p_o ± 1.96·SE keeps the
-interval honest at the few labels a person gives and at p_o = 0 or 1, where the plain SE is 0.)
+ties left out); accuracy, Cohen's κ and its 95% interval as :mod:`minirft.agreement` computes them
+(the same numbers ``minirft calibrate`` prints).
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from minirft.stats import accuracy, cohen_kappa
+from minirft.agreement import KappaStats, grouped_kappa, kappa_interval, wilson  # noqa: F401 (re-exported)
 
 LABELS_FILE = "labels.jsonl"
 DRIFT_WINDOW = 20  # decisions (one per labelled criterion / overall / pair) the drift warning looks at
@@ -241,39 +239,6 @@ class LabelBook:
 
 
 # ------------------------------------------------------------------------------------ agreement
-@dataclass(frozen=True)
-class KappaStats:
-    n: int
-    accuracy: float
-    kappa: float
-    lo: float | None  # 95% interval, None where it is undefined (n < 2, or chance agreement is 1)
-    hi: float | None
-
-
-def kappa_interval(human: Sequence[int], judge: Sequence[int], z: float = 1.959964) -> KappaStats:
-    """Accuracy, Cohen's κ and its 95% interval (see the module docstring)."""
-    n = len(human)
-    if n == 0:
-        return KappaStats(0, float("nan"), float("nan"), None, None)
-    acc = accuracy(human, judge)
-    k = cohen_kappa(human, judge)
-    classes = set(human) | set(judge)
-    p_e = sum((sum(h == c for h in human) / n) * (sum(j == c for j in judge) / n) for c in classes)
-    if n < 2 or p_e >= 1.0:
-        return KappaStats(n, acc, k, None, None)
-    lo_p, hi_p = wilson(acc, n, z)
-    to_kappa = lambda p: (p - p_e) / (1.0 - p_e)  # noqa: E731
-    return KappaStats(n, acc, k, max(-1.0, to_kappa(lo_p)), min(1.0, to_kappa(hi_p)))
-
-
-def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a proportion p observed in n trials."""
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def decisions(rows: Sequence[dict]) -> list[tuple[str, int, int]]:
     """(what, human 0/1, judge 0/1) for every verdict in standing ``rows``, in label order."""
     out: list[tuple[str, int, int]] = []
@@ -303,15 +268,7 @@ def decisions(rows: Sequence[dict]) -> list[tuple[str, int, int]]:
 
 def agreement(rows: Sequence[dict]) -> dict[str, KappaStats]:
     """Per criterion (first-seen order), then ``all`` pooled, over standing label rows."""
-    by: dict[str, tuple[list[int], list[int]]] = {}
-    for what, h, j in decisions(rows):
-        hs, js = by.setdefault(what, ([], []))
-        hs.append(h)
-        js.append(j)
-    out = {name: kappa_interval(hs, js) for name, (hs, js) in by.items()}
-    if by:
-        out["all"] = kappa_interval([h for hs, _ in by.values() for h in hs], [j for _, js in by.values() for j in js])
-    return out
+    return grouped_kappa(decisions(rows))
 
 
 class DriftAlarm:

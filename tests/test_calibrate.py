@@ -89,3 +89,22 @@ def test_bad_inputs_are_one_line_errors(tmp_path, scripted):
     labels.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
     res = CliRunner().invoke(cli, ["calibrate", str(recipe(tmp_path, "rubric")), str(labels)])
     assert res.exit_code == 1 and "add the override judge.mode=preference" in res.output
+
+
+def test_calibrate_and_the_label_views_give_the_same_kappa_interval(tmp_path, scripted):
+    """One κ interval for the CLI and the TUI: the numbers of the hand-computed case in test_labels."""
+    from minirft.labels import agreement
+
+    # human 1 1 1 1 1 1 0 0 0 0; judge P(polite) 0.8 for "please" else 0.2 -> verdicts 1 1 1 1 1 0 1 0 0 0
+    responses = ["please"] * 5 + ["no", "please", "no", "no", "no"]
+    humans = [True] * 6 + [False] * 4
+    rows = [{"id": str(k), "kind": "rubric", "prompt": "q", "response": r, "labels": {"polite": h},
+             "judge": {"criteria": {"polite": 0.8 if "please" in r else 0.2}}}
+            for k, (r, h) in enumerate(zip(responses, humans))]
+    labels = tmp_path / "rub.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(cli, ["calibrate", str(recipe(tmp_path, "rubric")), str(labels), "--json"])
+    assert res.exit_code == 0, res.output
+    cli_ci = json.loads(res.stdout)["criteria"]["polite"]["kappa_ci95"]
+    tui = agreement(rows)["polite"]
+    assert cli_ci == pytest.approx([tui.lo, tui.hi]) and cli_ci == pytest.approx([-0.062169, 0.881906], abs=1e-5)

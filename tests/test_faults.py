@@ -23,6 +23,7 @@ import torch
 from fault_fixtures import env, invoke, lines, make_world, toy_recipe
 
 from minirft.events import read_events
+from minirft.judge.base import EvaluatorBase
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +300,7 @@ def test_judge_cli_names_the_line_of_a_row_it_could_not_score(world, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- item 13
-class Flaky:
+class Flaky(EvaluatorBase):
     """A real evaluator that fails its first ``failures`` calls (a transient fault), recording each call."""
 
     def __init__(self, inner, failures: int):

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from minirft.cli import cli
 from minirft.data import parse_row
 from minirft.errors import MinirftError
-from minirft.judge import build_judge, contrast
+from minirft.judge import build_judge
+from minirft.judge.methods import contrast
 from minirft.judge.backends.llama_cpp import LlamaEvaluator
 from minirft.judge.backends.torch import TorchEvaluator
 from minirft.judge.base import Query

@@ -12,6 +12,7 @@ import pytest
 
 from minirft.data import parse_row
 from minirft.judge import build_judge
+from minirft.judge.base import JudgeBase
 from minirft.judge.service import JudgeService, ServiceConfig, make_server
 from minirft.recipe import JudgeConfig
 
@@ -181,7 +182,7 @@ def test_openrlhf_remote_rm_protocol(served, local):
     assert len(body["extra_logs"]["criteria/answers"]) == 2
 
 
-class Held:
+class Held(JudgeBase):
     """The real judge behind a gate: calls wait until the test opens it (to fill the queue on purpose)."""
 
     def __init__(self, judge):

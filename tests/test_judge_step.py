@@ -152,13 +152,12 @@ def test_query_order_changes_neither_the_work_nor_the_numbers(tiny_gguf):
 
 
 def test_step_metrics_split_the_judge_phase(tiny_gguf):
-    from minirft.judge.cache import take_judge_metrics
     from minirft.train.loop import _judge_counters
 
     j = judge_for(tiny_gguf)
     try:
         j.score_groups(ROWS, GROUPS, rationales=SHOWN)
-        m = take_judge_metrics(j)
+        m = j.take_metrics()
         assert m["judge/score_s"] > 0 and m["judge/rationale_s"] > 0
         assert m["judge/prompt_tokens"] > 0 and m["judge/rationale_tokens"] > 0 and m["judge/queries"] == 27
         j.score_groups(ROWS[:1], GROUPS[:1])

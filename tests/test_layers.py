@@ -1,5 +1,6 @@
 """The architecture, checked: imports run downward (CLI -> train -> judge -> base) and the kernel package
-stands alone."""
+stands alone. Inside the judge: backends know nothing of criterion methods or modes, the methods know
+nothing of the modes, the judge classes or the backends, and the modes nothing of the judge classes."""
 
 import ast
 import subprocess
@@ -16,9 +17,17 @@ FORBIDDEN = [
     ("train", ("minirft.tui", "minirft.commands", "minirft.cli")),
     ("tui", ("minirft.train", "minirft.judge", "minirft.commands", "minirft.cli")),
     ("integrations", ("minirft.train", "minirft.commands", "minirft.cli", "minirft.tui")),
+    ("judge/backends", ("minirft.judge.methods", "minirft.judge.modes", "minirft.judge.core", "minirft.judge.panel",
+                        "minirft.judge.service")),
+    ("judge/methods", ("minirft.judge.modes", "minirft.judge.core", "minirft.judge.panel", "minirft.judge.backends",
+                       "minirft.judge.cache", "minirft.judge.service")),
+]
+FORBIDDEN_FILES = [  # (one module, may not import these)
+    ("judge/modes.py", ("minirft.judge.core", "minirft.judge.panel", "minirft.judge.backends",
+                        "minirft.judge.service")),
 ]
 BASE = ("recipe.py", "data.py", "models.py", "events.py", "rewards.py", "stats.py", "atomic.py", "errors.py",
-        "cuda_memory.py")
+        "agreement.py", "labels.py", "llamacpp.py", "cuda_memory.py")
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -40,6 +49,10 @@ def violations() -> list[str]:
             for line, mod in imported_modules(path):
                 if mod.startswith(banned):
                     bad.append(f"{path.relative_to(ROOT)}:{line}: imports {mod}")
+    for name, banned in FORBIDDEN_FILES:
+        for line, mod in imported_modules(PACKAGE / name):
+            if mod.startswith(banned):
+                bad.append(f"minirft/{name}:{line}: imports {mod}")
     for name in BASE:  # the base modules import nothing above them
         for line, mod in imported_modules(PACKAGE / name):
             if mod.startswith(("minirft.judge", "minirft.train", "minirft.tui", "minirft.commands", "minirft.cli")):

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from minirft.judge.base import PairVerdict, Score
+from minirft.judge.base import JudgeBase, PairVerdict, Score
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
 CHAT_TEMPLATE = (
@@ -53,7 +53,7 @@ def write_prompts(path: Path, n: int = 8) -> Path:
     return path
 
 
-class FakeJudge:
+class FakeJudge(JudgeBase):
     """A deterministic rubric judge: P(yes) of criterion `vowels` = share of vowels in the completion."""
 
     mode = "rubric"

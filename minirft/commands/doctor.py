@@ -30,7 +30,7 @@ def llama_cpp_status() -> dict:
         import llama_cpp
     except Exception as exc:  # a broken native build shows here, not as a crash later
         return {"installed": True, "version": version, "import_error": str(exc).splitlines()[0]}
-    from minirft.judge.backends.llama_cpp import cpu_features
+    from minirft.llamacpp import cpu_features
 
     missing = [name for name in LLAMA_BATCH_API if not hasattr(llama_cpp, name)]
     gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())

@@ -165,7 +165,7 @@ def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, out
         click.echo(f"warning: {input_path}:{n}: not scored ({error})", err=True)
     if len(failed) > 5:
         click.echo(f"warning: {len(failed) - 5} more rows not scored (their `error` field says why)", err=True)
-    clipped = getattr(judge, "clipped", 0)
+    clipped = judge.clipped
     if clipped:
         click.echo(f"warning: {clipped} response(s) longer than {judge.clip_chars} characters were cut before "
                    f"judging (judge.max_candidate_tokens={cfg.max_candidate_tokens} x 4 characters)", err=True)

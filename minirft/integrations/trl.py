@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from minirft.data import PromptRow, parse_messages
 from minirft.errors import MinirftError
-from minirft.judge.base import Score
+from minirft.judge.base import Judge, Score
 from minirft.recipe import Recipe
 
 # keyword arguments TRL passes that are not dataset columns
@@ -101,7 +101,7 @@ def _gather(items: list) -> list:
 class JudgeReward:
     """The shared state behind one or several reward functions: the judge, the memo, the listeners."""
 
-    def __init__(self, recipe: Recipe, *, judge: Any = None, group_size: int | None = None, gather: bool = True,
+    def __init__(self, recipe: Recipe, *, judge: Judge | None = None, group_size: int | None = None, gather: bool = True,
                  rationales: int | None = None) -> None:
         if recipe.judge is None:
             raise MinirftError(f"{recipe.source or '<recipe>'}: judge_reward needs a recipe with a `judge` section")
@@ -118,15 +118,20 @@ class JudgeReward:
         self.calls = 0
 
     @property
-    def judge(self) -> Any:
+    def judge(self) -> Judge:
         if self._judge is None:
             from minirft.judge import build_judge
 
             self._judge = build_judge(self.cfg)
         return self._judge
 
+    @property
+    def built(self) -> Judge | None:
+        """The judge if it exists yet (never builds one)."""
+        return self._judge
+
     def close(self) -> None:
-        if self._judge is not None and hasattr(self._judge, "close"):
+        if self._judge is not None:
             self._judge.close()
 
     # ------------------------------------------------------------------------------ scoring
@@ -231,7 +236,7 @@ class JudgeReward:
 
 def judge_reward(recipe: str | Path | Recipe, *, per_criterion: bool = False, overrides: Sequence[str] = (),
                  group_size: int | None = None, gather: bool = True, async_: bool = False,
-                 judge: Any = None) -> Callable | list[Callable]:
+                 judge: Judge | None = None) -> Callable | list[Callable]:
     """A TRL reward function (or one per criterion) built from a recipe's judge.
 
     ``recipe``: a recipe file, the name of a shipped recipe, or a loaded :class:`Recipe`;

@@ -2,12 +2,14 @@
 
 :class:`CachedEvaluator` wraps a backend (an :class:`~minirft.judge.base.Evaluator`). Each query's key
 is a SHA-256 of the judge model's identity (its name, and for a local file its size and modification
-time), the method (the backend, the label classes read, the number of tokens generated and the stop
-strings) and the full query text; a hit returns the stored label probabilities and generated text
-without touching the model. Re-scoring an identical candidate — ``minirft eval`` of base vs tuned, a
-resumed run, the judge service answering the same row twice — costs nothing. Everything above the
-backend (Platt maps, content-free calibration, rubric weights) is recomputed from the cached
-probabilities, so changing those never serves a stale reward.
+time), the method (the backend, the label classes read — or ``score_last`` for a contrast query —, the
+number of tokens generated and the stop strings) and the full query text; a hit returns the stored
+label probabilities and generated text, or a contrast query's token log-probabilities and token texts,
+without touching the model (which loads on the first miss). Re-scoring an identical candidate —
+``minirft eval`` of base vs tuned, a resumed run, the judge service answering the same row twice —
+costs nothing. Everything above the backend (Platt maps, content-free calibration, sharpness and
+aggregation of contrast criteria, rubric weights) is recomputed from the cached values, so changing
+those never serves a stale reward.
 
 Safe for several threads of one process (one connection, a lock) and for several processes sharing a
 file (SQLite's WAL mode; writes are ``INSERT OR REPLACE`` of identical values).
@@ -26,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from minirft.errors import MinirftError
-from minirft.judge.base import Evaluation, Query, TokenScores
+from minirft.judge.base import Evaluation, Evaluator, EvaluatorBase, Query, TokenScores
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, probs TEXT, text TEXT, created REAL)"
 
@@ -40,8 +42,11 @@ def model_identity(model: str, extra: str = "") -> str:
     return f"{model}|{extra}"
 
 
-class CachedEvaluator:
-    def __init__(self, inner, path: str | Path, identity: str) -> None:
+class CachedEvaluator(EvaluatorBase):
+    """An :class:`~minirft.judge.base.Evaluator` that answers from the SQLite file when it can and asks
+    ``inner`` for the rest."""
+
+    def __init__(self, inner: Evaluator, path: str | Path, identity: str) -> None:
         self.inner = inner
         self.path = Path(path)
         self.identity = identity
@@ -54,8 +59,6 @@ class CachedEvaluator:
         except sqlite3.Error as exc:
             raise MinirftError(f"judge.cache: {self.path}: cannot open as SQLite ({exc})") from None
         self._lock = threading.Lock()
-        if hasattr(inner, "score_tokens"):  # contrast criteria: where the backend can
-            self.score_tokens = self._score_tokens
         self.hits = self.misses = 0
         self._step_hits = self._step_misses = 0
 
@@ -72,7 +75,7 @@ class CachedEvaluator:
                              lambda probs, text: Evaluation(None if probs is None else np.asarray(json.loads(probs)),
                                                             text or ""))
 
-    def _score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
+    def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
         """Contrast criteria's per-token log-probs, cached like verdicts (the pieces stored as JSON text)."""
         return self._through([self.key(q, [("score_last",)]) for q in queries], queries, self.inner.score_tokens,
                              lambda t: (json.dumps([float(x) for x in t.logprobs]), json.dumps(list(t.pieces))),
@@ -113,20 +116,17 @@ class CachedEvaluator:
         with self._lock:
             h, m = self._step_hits, self._step_misses
             self._step_hits = self._step_misses = 0
-        out = {"judge/cache_hits": h, "judge/cache_misses": m}
-        inner = getattr(self.inner, "take_metrics", None)
-        if inner is not None:
-            out.update(inner())
-        return out
+        return {"judge/cache_hits": h, "judge/cache_misses": m, **self.inner.take_metrics()}
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            return {"cache_hits": self.hits, "cache_misses": self.misses}
+
+    def load(self) -> None:
+        """Nothing: the model loads on the first miss (a run whose every query hits never loads it)."""
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
         self.inner.close()
 
-
-def take_judge_metrics(judge) -> dict[str, float]:
-    """The judge backend's counters since the last call (cache hits/misses, http requests, tokens…)."""
-    ev = getattr(judge, "evaluator", None)
-    take = getattr(ev, "take_metrics", None)
-    return take() if take is not None else {}

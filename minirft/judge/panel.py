@@ -11,15 +11,16 @@ import numpy as np
 
 from minirft.data import PromptRow
 from minirft.judge import scoring
-from minirft.judge.base import PairVerdict, Score
-from minirft.judge.core import CHARS_PER_TOKEN
+from minirft.judge.base import CHARS_PER_TOKEN, Judge, JudgeBase, PairVerdict, Score
 from minirft.recipe import JudgeConfig
 
 
-class PanelJudge:
-    """The :class:`minirft.judge.base.Judge` protocol over several judges (``members``: name, weight, judge)."""
+class PanelJudge(JudgeBase):
+    """The :class:`minirft.judge.base.Judge` protocol over several judges (``members``: name, weight, judge).
 
-    def __init__(self, cfg: JudgeConfig, members: list[tuple[str, float, object]]) -> None:
+    No mid-run calibration (``use_calibration`` refuses) and no backend counters of its own."""
+
+    def __init__(self, cfg: JudgeConfig, members: list[tuple[str, float, Judge]]) -> None:
         self.cfg = cfg
         self.mode = cfg.mode
         self.members = members
@@ -37,9 +38,6 @@ class PanelJudge:
             k += len(group)
         return out
 
-    def compare(self, row: PromptRow, a: str, b: str, rationale: bool = False) -> PairVerdict:
-        return self.compare_many([row], [(a, b)], rationale)[0]
-
     def compare_many(self, rows: Sequence[PromptRow], pairs: Sequence[tuple[str, str]],
                      rationale: bool = False) -> list[PairVerdict]:
         per = [(w, judge.compare_many(rows, pairs, rationale)) for _, w, judge in self.members]
@@ -55,12 +53,11 @@ class PanelJudge:
     def load(self) -> None:
         """Load every member's model now (the trainer does, before its run starts)."""
         for _, _, judge in self.members:
-            if hasattr(judge, "load"):
-                judge.load()
+            judge.load()
 
     @property
     def clipped(self) -> int:
-        return max((getattr(judge, "clipped", 0) for _, _, judge in self.members), default=0)
+        return max((judge.clipped for _, _, judge in self.members), default=0)
 
     @property
     def clip_chars(self) -> int:

@@ -34,6 +34,7 @@ from typing import Any
 
 from minirft.data import PromptRow, parse_row
 from minirft.errors import MinirftError
+from minirft.judge.base import Judge
 
 MAX_BODY = 8 * 2**20  # bytes per request
 
@@ -65,7 +66,7 @@ class ServiceConfig:
 class JudgeService:
     """The queue, the worker and the counters; transport-free (the HTTP layer is :func:`make_server`)."""
 
-    def __init__(self, judge: Any, cfg: ServiceConfig | None = None, *, model: str = "", mode: str | None = None):
+    def __init__(self, judge: Judge, cfg: ServiceConfig | None = None, *, model: str = "", mode: str | None = None):
         self.judge = judge
         self.cfg = cfg or ServiceConfig()
         self.mode = mode or judge.mode
@@ -99,9 +100,7 @@ class JudgeService:
     def health(self) -> dict:
         with self._lock:
             stats = dict(self.stats)
-        ev = getattr(self.judge, "evaluator", None)
-        if hasattr(ev, "hits"):  # judge.cache: totals since the service started
-            stats.update(cache_hits=ev.hits, cache_misses=ev.misses)
+        stats.update(self.judge.totals())  # judge.cache: hits and misses since the service started
         return {"status": "ok", "mode": self.mode, "model": self.model, "queue": self.queue.qsize(),
                 "batching": self.cfg.batching, **stats}
 

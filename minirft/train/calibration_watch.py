@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from minirft.errors import MinirftError
+from minirft.judge.base import CalibrationRefused, Judge
 
 RUN_CALIBRATION = "calibration.json"
 
@@ -96,10 +97,10 @@ class CalibrationUnreadable(Exception):
     """The watched file changed but is not a calibration file; the old one stays in force."""
 
 
-def apply(judge: Any, platt: dict) -> bool:
+def apply(judge: Judge, platt: dict) -> bool:
     """Give the judge new Platt maps; False when this judge cannot take them."""
-    use = getattr(judge, "use_calibration", None)
-    if use is None:
+    try:
+        judge.use_calibration(platt)
+    except CalibrationRefused:
         return False
-    use(platt)
     return True

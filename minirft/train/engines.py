@@ -25,7 +25,7 @@ from typing import Protocol
 import torch
 
 from minirft.errors import MinirftError
-from minirft.judge.backends.llama_cpp import cpu_features
+from minirft.llamacpp import cpu_features
 from minirft.models import resolve_model
 from minirft.recipe import Recipe
 from minirft.train.policy import Generated, Policy, cpu_has_bf16

@@ -1,6 +1,7 @@
 """Rollouts sampled by llama.cpp (``generation.engine: llama_cpp``): the CPU analogue of TRL's vLLM rollouts.
 
-The policy's base GGUF is loaded once in llama.cpp (llama-cpp-python's low-level API). Every step:
+The policy's base GGUF is loaded once in llama.cpp (llama-cpp-python's low-level API, through
+:mod:`minirft.llamacpp`, the layer the judge backend uses too). Every step:
 
 1. the live LoRA weights are written as a llama.cpp LoRA GGUF (``gguf_export.write_lora_state``, the
    writer of ``minirft export lora-gguf``), loaded with ``llama_adapter_lora_init`` and applied with
@@ -37,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from minirft import llamacpp
 from minirft.errors import MinirftError
 from minirft.models import resolve_model
 from minirft.recipe import GenerationConfig, Recipe
@@ -52,17 +54,6 @@ def policy_model_name(recipe: Recipe) -> str:
     if base is not None and not Path(name).is_absolute() and (base / name).exists():
         name = str(base / name)
     return name
-
-
-def _llama_cpp():
-    try:
-        import llama_cpp
-        from llama_cpp import _internals, _logger
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise MinirftError(f"generation.engine: llama_cpp needs llama-cpp-python ({exc}): "
-                           "pip install llama-cpp-python") from None
-    _logger.set_verbose(False)
-    return llama_cpp, _internals
 
 
 class _BaseView:
@@ -116,25 +107,22 @@ class LlamaRollout:
 
     def __init__(self, model_path: Path, config: Any, *, lora_alpha: float, n_threads: int | None = None,
                  workdir: Path | None = None, kv_f32: bool = False) -> None:
-        self._l, internals = _llama_cpp()
-        self._internals = internals
-        self._l.llama_backend_init()
+        self._api = llamacpp.load_api("generation.engine: llama_cpp")
+        self._l = self._api[0]
         self.config = config
         self.kv_f32 = kv_f32  # an f32 KV cache (tests: llama.cpp equals torch); default f16, as llama.cpp's
         self.lora_alpha = float(lora_alpha)
         self.n_threads = n_threads or max(1, torch.get_num_threads())
         self._own_dir = tempfile.TemporaryDirectory(prefix="minirft-lora-") if workdir is None else None
         self.workdir = Path(workdir) if workdir is not None else Path(self._own_dir.name)
-        mparams = self._l.llama_model_default_params()
-        mparams.n_gpu_layers = 0
         try:
-            self.model = internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=False)
+            self.model = llamacpp.load_model(self._api, model_path, 0)
         except (ValueError, RuntimeError) as exc:
             raise MinirftError(f"generation.engine: llama_cpp: llama.cpp could not load {model_path} ({exc}); "
                                "use generation.engine: torch") from None
         self.n_vocab = self.model.n_vocab()
         self.n_batch = 512
-        self._batch = self._l.llama_batch_init(self.n_batch, 0, 1)
+        self._batch = llamacpp.Batch(self._l, self.n_batch, 1)
         self.context = None
         self.ctx = None
         self.n_ctx = 0
@@ -149,34 +137,24 @@ class LlamaRollout:
         """A context whose unified KV cache has room for ``cells`` tokens of ``n_seqs`` sequences."""
         if self.context is not None and cells <= self.n_ctx and n_seqs <= self.n_seq:
             return
-        l = self._l
         if self.context is not None:
             self.context.close()
             self.context = None
         size = max(512, -(-int(cells * 1.25) // 256) * 256)
-        cparams = l.llama_context_default_params()
-        cparams.n_ctx = size
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
-        cparams.n_seq_max = max(n_seqs, MAX_SEQS)
-        cparams.n_threads = self.n_threads
-        cparams.n_threads_batch = self.n_threads
-        if hasattr(cparams, "kv_unified"):
-            cparams.kv_unified = True  # the prompt's cells are shared by the group's sequences, not copied
-        if hasattr(cparams, "n_outputs_max"):
-            cparams.n_outputs_max = self.n_batch
-        if self.kv_f32:
-            cparams.type_k = cparams.type_v = l.GGML_TYPE_F32
-            cparams.flash_attn_type = l.LLAMA_FLASH_ATTN_TYPE_DISABLED  # CPU flash attention rounds Q to f16
-        cparams.no_perf = True
+        n_seq = max(n_seqs, MAX_SEQS)
         try:
-            self.context = self._internals.LlamaContext(model=self.model, params=cparams, verbose=False)
+            # a unified KV cache: the prompt's cells are shared by the group's sequences, not copied;
+            # kv_f32 (tests: llama.cpp equals torch) also turns off CPU flash attention (it rounds Q to f16)
+            self.context = llamacpp.new_context(self._api, self.model, n_ctx=size, n_batch=self.n_batch,
+                                                n_seq_max=n_seq, n_threads=self.n_threads, kv_unified=True,
+                                                n_outputs_max=self.n_batch, flash_attn=not self.kv_f32,
+                                                kv_f32=self.kv_f32)
         except ValueError as exc:
             raise MinirftError(f"generation.engine: llama_cpp: could not create a context of {size} tokens "
                                f"({exc})") from None
         self.ctx = self.context.ctx
-        self.mem = l.llama_get_memory(self.ctx)
-        self.n_ctx, self.n_seq = size, cparams.n_seq_max
+        self.mem = llamacpp.Memory(self._l, self.ctx)
+        self.n_ctx, self.n_seq = size, n_seq
         if self._adapters is not None:
             self._apply_adapter()
 
@@ -211,20 +189,10 @@ class LlamaRollout:
     def _decode(self, items: Sequence[tuple[int, int, int, bool]]) -> list[np.ndarray]:
         """Decode (token, pos, seq, wants_logits) items in n_batch pieces; the logits rows asked for,
         in order (copies: llama.cpp overwrites them on the next decode)."""
-        b = self._batch
         rows: list[np.ndarray] = []
         for start in range(0, len(items), self.n_batch):
             piece = items[start:start + self.n_batch]
-            for i, (tok, pos, seq, want) in enumerate(piece):
-                b.token[i] = tok
-                b.pos[i] = pos
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = seq
-                b.logits[i] = 1 if want else 0
-            b.n_tokens = len(piece)
-            rc = self._l.llama_decode(self.ctx, b)
-            if rc != 0:
-                raise RuntimeError(f"llama_decode returned {rc}")
+            self._batch.decode(self.ctx, piece)
             self.tokens_decoded += len(piece)
             n_out = sum(1 for it in piece if it[3])
             if n_out:
@@ -235,7 +203,7 @@ class LlamaRollout:
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """[len(ids), V] logits at every position of one sequence (tests compare them with torch's)."""
         self._ensure_context(len(ids), 1)
-        self._l.llama_memory_clear(self.mem, True)
+        self.mem.clear()
         return np.stack(self._decode([(t, p, 0, True) for p, t in enumerate(ids)]))
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], group_size: int, gen: GenerationConfig,
@@ -256,13 +224,13 @@ class LlamaRollout:
     def _sample_chunk(self, prompts, G, gen, eos, rng):
         n = len(prompts) * G
         self._ensure_context(sum(len(p) for p in prompts) + n * gen.max_new_tokens, n)
-        self._l.llama_memory_clear(self.mem, True)
+        self.mem.clear()
         # 1. each prompt once, into the first sequence of its group; logits at its last token only
         items = [(tok, pos, g * G, pos == len(p) - 1) for g, p in enumerate(prompts) for pos, tok in enumerate(p)]
         first = self._decode(items)
         for g in range(len(prompts)):
             for k in range(1, G):
-                self._l.llama_memory_seq_cp(self.mem, g * G, g * G + k, -1, -1)
+                self.mem.cp(g * G, g * G + k)
         # 2. all sequences together, one token each per decode
         rows = np.stack([first[s // G] for s in range(n)])
         pos = [len(prompts[s // G]) for s in range(n)]
@@ -285,9 +253,7 @@ class LlamaRollout:
         return out, lps
 
     def close(self) -> None:
-        if self._batch is not None:
-            self._l.llama_batch_free(self._batch)
-            self._batch = None
+        self._batch.free()
         if self.context is not None:
             self.context.close()
             self.context = None

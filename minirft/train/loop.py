@@ -59,6 +59,7 @@ from minirft.train.importance import gap_metrics, truncated_is_weights
 from minirft.train.engines import check_engine, engine_name, open_generator
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
 from minirft.train.rollout import Batch, PromptSampler, rollouts, shown_mask
+from minirft.judge.base import Judge
 from minirft.judge.panel import agreement
 from minirft.train.monitor import RunMonitor, rubric_texts
 
@@ -156,7 +157,7 @@ def absolutise(recipe: Recipe) -> Recipe:
     return r
 
 
-def build_judge_for(recipe: Recipe, policy: Policy) -> Any:
+def build_judge_for(recipe: Recipe, policy: Policy) -> Judge | None:
     if recipe.judge is None:
         return None
     from minirft.judge import build_judge  # lazy: llama-cpp-python is only needed with a judge
@@ -179,7 +180,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 # --------------------------------------------------------------------------------- the loop
 def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str] | None = None,
-          judge: Any = None, on_step: Callable[[int, dict], None] | None = None, quiet: bool = False,
+          judge: Judge | None = None, on_step: Callable[[int, dict], None] | None = None, quiet: bool = False,
           from_scratch: bool = False, confirm: Callable[[str], bool] | None = None) -> Path:
     """Run (or resume) a training run into ``run_dir``; returns the run dir.
 
@@ -254,7 +255,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         judge = build_judge_for(recipe, policy)
     sampler_engine = None  # generation.engine: torch_graph / llama_cpp (None: HF generate samples)
     try:
-        if own_judge and hasattr(judge, "load"):
+        if own_judge and judge is not None:
             judge.load()  # a judge model that cannot load fails here, before the run starts
         sampler_engine = open_generator(recipe, policy)
         log = _start_run(recipe, run_dir, resume=resume, argv=argv, say=say)
@@ -343,14 +344,14 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         log.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if own_judge and judge is not None and hasattr(judge, "close"):
+        if own_judge and judge is not None:
             judge.close()
         if sampler_engine is not None:
             sampler_engine.close()
     return run_dir
 
 
-def _follow_calibration(cal: "calibration_watch.CalibrationWatch", judge: Any, log: EventLog, step: int,
+def _follow_calibration(cal: "calibration_watch.CalibrationWatch", judge: Judge, log: EventLog, step: int,
                         quiet: bool) -> None:
     """Before a step: if the judge's calibration file changed, hand the judge the new maps and log it."""
     before = cal.digest
@@ -387,14 +388,14 @@ class _LimitNotes:
         self.log.event(step, "warning", message, **fields)
         self.say(f"step {step}/{self.recipe.training.steps}  warning [limit] {message}")
 
-    def check(self, step: int, batch: Any, judge: Any) -> None:
+    def check(self, step: int, batch: Any, judge: Judge | None) -> None:
         if batch.prompts_cut and not self.prompts_said:
             self.prompts_said = True
             self._note(step, f"{batch.prompts_cut} prompt(s) longer than policy.max_prompt_tokens="
                              f"{self.recipe.policy.max_prompt_tokens} tokens: only their last "
                              f"{self.recipe.policy.max_prompt_tokens} tokens are given to the policy "
                              "(said once per run)", limit="policy.max_prompt_tokens")
-        if getattr(judge, "clipped", 0) and not self.responses_said:
+        if judge is not None and judge.clipped and not self.responses_said:
             self.responses_said = True
             self._note(step, f"{judge.clipped} response(s) longer than {judge.clip_chars} characters "
                              f"(judge.max_candidate_tokens={self.recipe.judge.max_candidate_tokens} x 4): "
@@ -414,10 +415,8 @@ def _start_run(recipe: Recipe, run_dir: Path, *, resume: bool, argv: list[str],
     write_text(command, before + " ".join(argv) + "\n")
     say(f"run dir: {run_dir}")
     return EventLog(run_dir / "events.jsonl", listeners=open_trackers(recipe.logging, run_dir))
-def _judge_counters(judge: Any, judge_s: float) -> dict:
-    from minirft.judge.cache import take_judge_metrics
-
-    out = take_judge_metrics(judge) if judge is not None else {}
+def _judge_counters(judge: Judge | None, judge_s: float) -> dict:
+    out = judge.take_metrics() if judge is not None else {}
     if "judge/score_s" in out:  # judge_s = scoring + rationales + overhead (prompt layout, parsing, retries)
         out["judge/overhead_s"] = max(0.0, judge_s - out["judge/score_s"] - out.get("judge/rationale_s", 0.0))
     return out

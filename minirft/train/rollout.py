@@ -27,7 +27,7 @@ import torch
 
 from minirft.data import PromptRow
 from minirft.errors import MinirftError
-from minirft.judge.base import Score
+from minirft.judge.base import Judge, Score
 from minirft.recipe import Recipe
 from minirft.rewards import NamedReward, call_reward, reward_columns
 from minirft.train.policy import Generated, Policy, decode, encode_prompts, generate
@@ -108,7 +108,7 @@ def shown_mask(n_prompts: int, group_size: int, n_shown: int) -> list[list[bool]
     return shown
 
 
-def judge_groups(judge: Any, rows: list[PromptRow], groups: list[list[str]],
+def judge_groups(judge: Judge, rows: list[PromptRow], groups: list[list[str]],
                  rationales: Any) -> tuple[list[list[Score]], list[str]]:
     """Score groups once (the judge retries on its own); the distinct errors of the step.
 
@@ -128,7 +128,7 @@ def judge_groups(judge: Any, rows: list[PromptRow], groups: list[list[str]],
 
 
 def rollouts(recipe: Recipe, policy: Policy, sampler: PromptSampler, rewards: list[NamedReward],
-             judge: Any = None, engine: RolloutEngine | None = None) -> Iterator[Batch]:
+             judge: Judge | None = None, engine: RolloutEngine | None = None) -> Iterator[Batch]:
     """Yield one scored batch per call to ``next``; sampling uses torch's global RNG.
 
     ``engine``: the rollout engine (``engines.open_generator``: torch_graph or llama_cpp) or None for

@@ -33,6 +33,7 @@ from minirft.atomic import atomic_dir, write_text
 from minirft.data import load_prompts
 from minirft.errors import MinirftError
 from minirft.events import EventLog, failure_message
+from minirft.judge.base import Judge
 from minirft.recipe import Recipe, _key_lines, dump_recipe, recipe_to_dict
 from minirft.rewards import NamedReward, build_rewards, call_reward
 from minirft.stats import mean_of
@@ -207,11 +208,9 @@ class StepRecorder:
         self.prompts, self.completions, self.scores = [r.prompt for r in rows], list(texts), list(scores)
         self.judge_s += seconds
 
-    def snapshot(self, rank: int, judge: Any = None) -> dict:
-        from minirft.judge.cache import take_judge_metrics
-
+    def snapshot(self, rank: int, judge: Judge | None = None) -> dict:
         n = len(self.completions)
-        counters = take_judge_metrics(judge) if judge is not None else {}
+        counters = judge.take_metrics() if judge is not None else {}
         return {"rank": rank, "counters": counters, "prompts": self.prompts, "completions": self.completions, "judge_s": self.judge_s,
                 "scores": [(s.reward, dict(s.criteria), s.rationale, dict(s.criterion_rationales), s.error)
                            for s in self.scores] or [None] * n,
@@ -248,7 +247,7 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
             self.monitor = RunMonitor(rubric_texts(recipe.judge))
 
         def on_step_end(self, args, state, control, **kw):
-            snap = recorder.snapshot(rank, getattr(judge_state, "_judge", None))
+            snap = recorder.snapshot(rank, judge_state.built if judge_state is not None else None)
             if world > 1:  # a collective: every process reaches on_step_end once per optimizer step
                 from accelerate.utils import gather_object
 

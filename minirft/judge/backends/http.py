@@ -52,7 +52,7 @@ import numpy as np
 
 from minirft.errors import MinirftError
 from minirft.judge import scoring
-from minirft.judge.base import Evaluation, Query, TokenScores
+from minirft.judge.base import Evaluation, EvaluatorBase, Query, TokenScores
 from minirft.recipe import HttpJudgeConfig
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -79,7 +79,7 @@ def chatml_messages(prompt: str) -> list[dict]:
     return turns
 
 
-class HttpEvaluator:
+class HttpEvaluator(EvaluatorBase):
     def __init__(self, cfg: HttpJudgeConfig, model_name: str) -> None:
         self.cfg = cfg
         self.model = cfg.model or model_name

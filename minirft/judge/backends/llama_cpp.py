@@ -37,8 +37,8 @@ set of queries is laid out the same way in any order, so its numbers do not depe
 ``deterministic=True`` keeps the old layout — one KV stream per sequence, one query at a time — so
 its scores are bit-identical whatever else is in the call (and equal to the one-at-a-time scores).
 
-The llama-cpp-python API changed names over versions (``llama_kv_cache_seq_cp`` became
-``llama_memory_seq_cp`` on a memory handle); :class:`_Memory` detects what is present.
+Loading, contexts, batches and the KV-cache sequence operations (under whichever names this
+llama-cpp-python has) are :mod:`minirft.llamacpp`'s, shared with the rollout engine.
 """
 
 from __future__ import annotations
@@ -51,10 +51,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from minirft import llamacpp
 from minirft.errors import MinirftError
 from minirft.judge import scoring
 from minirft.judge.backends.tokens import TokenCache, cut_at_stop, reached_stop
-from minirft.judge.base import Evaluation, Query, TokenScores
+from minirft.judge.base import Evaluation, EvaluatorBase, Query, TokenScores
 
 
 BATCH_TOLERANCE = 0.1  # max |ΔP(yes)| between batched and one-at-a-time scores on a quantized model
@@ -68,50 +69,6 @@ KEEP_CELLS = 1024  # cells kept for rationales before their generation loop runs
 # vocabulary (262k floats = 1 MiB a row for Gemma-3) and stays resident once touched: contrast
 # criteria read a row at nearly every token of a response, so 512 rows (n_batch) would keep ~0.5 GB.
 MAX_OUTPUTS = 64
-
-
-def _llama():
-    try:
-        import llama_cpp
-        from llama_cpp import _internals
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise MinirftError(f"the llama_cpp judge backend needs llama-cpp-python ({exc}): pip install llama-cpp-python") from None
-    return llama_cpp, _internals
-
-
-def cpu_features() -> list[str]:
-    """The SIMD extensions llama.cpp was compiled for ("AVX2", "AVX512_BF16", ...): the portable build
-    has AVX2 at most, scripts/setup.sh's native build what this CPU has; [] without llama-cpp-python."""
-    try:
-        import llama_cpp
-
-        info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
-    except Exception:  # noqa: BLE001 - not installed, or a version without it
-        return []
-    return [k.split(":")[-1].strip() for k, _, v in (p.partition("=") for p in info.split("|"))
-            if v.strip() == "1" and k.split(":")[-1].strip().startswith(("AVX", "AMX", "SSE", "F16C", "FMA"))]
-
-
-class _Memory:
-    """KV-cache sequence operations under whichever names this llama-cpp-python has."""
-
-    def __init__(self, llama_cpp, ctx) -> None:
-        self._l = llama_cpp
-        if hasattr(llama_cpp, "llama_get_memory") and hasattr(llama_cpp, "llama_memory_seq_cp"):
-            self._mem = llama_cpp.llama_get_memory(ctx)
-            self._cp, self._rm = llama_cpp.llama_memory_seq_cp, llama_cpp.llama_memory_seq_rm
-        elif hasattr(llama_cpp, "llama_kv_cache_seq_cp"):  # llama-cpp-python < 0.3.10
-            self._mem = ctx
-            self._cp, self._rm = llama_cpp.llama_kv_cache_seq_cp, llama_cpp.llama_kv_cache_seq_rm
-        else:  # pragma: no cover
-            raise MinirftError("this llama-cpp-python has neither llama_memory_seq_cp nor llama_kv_cache_seq_cp")
-
-    def cp(self, src: int, dst: int, end: int = -1) -> None:
-        """Give ``dst`` the cells of ``src`` at positions below ``end`` (all when -1)."""
-        self._cp(self._mem, src, dst, -1, end)
-
-    def rm(self, seq: int) -> None:
-        self._rm(self._mem, seq, -1, -1)
 
 
 @dataclass
@@ -157,17 +114,10 @@ class Engine:
         max_seqs: int = 16,
         deterministic: bool = False,
     ) -> None:
-        llama_cpp, internals = _llama()
-        self._l = llama_cpp
-        self._internals = internals
-        from llama_cpp import _logger
-
-        _logger.set_verbose(False)  # llama.cpp prints hundreds of lines per load otherwise
-        llama_cpp.llama_backend_init()
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = n_gpu_layers
+        self._api = llamacpp.load_api("the llama_cpp judge backend")
+        self._l = self._api[0]
         try:
-            self.model = internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=False)
+            self.model = llamacpp.load_model(self._api, model_path, n_gpu_layers)
         except (ValueError, RuntimeError) as exc:
             raise MinirftError(f"judge model {model_path}: llama.cpp could not load it ({exc})") from None
         self.max_seqs = max_seqs
@@ -180,7 +130,7 @@ class Engine:
         self.n_ctx_cap = n_ctx  # judge.n_ctx: the most tokens one query may have
         self.n_ctx_seq = 0  # context per sequence (each has its own KV stream), sized by _ensure_context
         self.n_vocab = self.model.n_vocab()
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1 if deterministic else MAX_SEQ)
+        self._batch = llamacpp.Batch(self._l, n_batch, 1 if deterministic else MAX_SEQ)
         self.n_cells = self.n_seq_ctx = 0  # the unified cache's size (default mode), set by _ensure_context
         self._gen_decoded = 0  # tokens decoded by generation loops (fed-back generated tokens)
         self._header: tuple[int, ...] | None = None
@@ -208,37 +158,25 @@ class Engine:
             total = max(self.n_cells, -(-int(max(cells, 2 * self.n_batch) * 1.5) // 256) * 256)
             n_seq = max(self.n_seq_ctx, min(MAX_SEQ, n_seq + 16))
             size = total
-        l = self._l
         if self.context is not None:
             self.context.close()
             self.context = None
-        cparams = l.llama_context_default_params()
-        cparams.n_ctx = total
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
-        cparams.n_seq_max = n_seq
-        cparams.n_threads = self.n_threads
-        cparams.n_threads_batch = self.n_threads
-        cparams.flash_attn_type = l.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        if hasattr(cparams, "kv_unified"):
+        try:
             # Default: one cache whose cells carry the ids of every sequence that shares them (a shared
             # prefix is stored once, no copies); masked attention keeps each query to its own cells.
             # Deterministic: one stream per sequence, so a query's numbers never depend on its neighbours.
-            cparams.kv_unified = not self.deterministic
-        if hasattr(cparams, "n_outputs_max"):
-            # 0 means a default that can be below a decode's outputs; llama.cpp reserves n_seq_max rows
-            # when it creates the context and asserts that many fit
-            cparams.n_outputs_max = max(MAX_OUTPUTS, n_seq)
-        if hasattr(cparams, "swa_full"):
-            cparams.swa_full = False  # sliding-window layers keep only their window: much less memory
-        cparams.no_perf = True
-        try:
-            self.context = self._internals.LlamaContext(model=self.model, params=cparams, verbose=False)
+            # n_outputs_max: llama.cpp reserves n_seq_max rows when it creates the context and asserts
+            # that many fit. swa_full off: sliding-window layers keep only their window (much less memory).
+            self.context = llamacpp.new_context(self._api, self.model, n_ctx=total, n_batch=self.n_batch,
+                                                n_seq_max=n_seq, n_threads=self.n_threads,
+                                                kv_unified=not self.deterministic,
+                                                n_outputs_max=max(MAX_OUTPUTS, n_seq), flash_attn=False,
+                                                swa_full=False)
         except ValueError as exc:
             raise MinirftError(f"judge model {self.model.path_model}: could not create a context ({exc}); "
                                "lower judge.n_ctx or judge.max_seqs") from None
         self.ctx = self.context.ctx
-        self.mem = _Memory(l, self.ctx)
+        self.mem = llamacpp.Memory(self._l, self.ctx)
         self.n_ctx_seq = size
         self.n_cells, self.n_seq_ctx = total, n_seq
         self._header = None
@@ -263,23 +201,9 @@ class Engine:
         ``take`` is None (no logits) or a callable given that position's logits row, at once: llama.cpp
         keeps logits only until the next decode, and the callable reads what it needs from the row in
         place (a 262k-entry row is never copied per position)."""
-        b = self._batch
         for piece in _pieces(items, self.n_batch, MAX_OUTPUTS):
-            for i, (tok, pos, seq, take) in enumerate(piece):
-                b.token[i] = tok
-                b.pos[i] = pos
-                if isinstance(seq, int):
-                    b.n_seq_id[i] = 1
-                    b.seq_id[i][0] = seq
-                else:
-                    b.n_seq_id[i] = len(seq)
-                    for k, s in enumerate(seq):
-                        b.seq_id[i][k] = s
-                b.logits[i] = 0 if take is None else 1
-            b.n_tokens = len(piece)
-            rc = self._l.llama_decode(self.ctx, b)
-            if rc != 0:
-                raise RuntimeError(f"llama_decode returned {rc} (context full? raise judge.n_ctx)")
+            self._batch.decode(self.ctx, [(tok, pos, seq, take is not None) for tok, pos, seq, take in piece],
+                               " (context full? raise judge.n_ctx)")
             self.stats.tokens_decoded += len(piece)
             self.stats.decode_calls += 1
             for i, (_, _, _, take) in enumerate(piece):
@@ -511,9 +435,7 @@ class Engine:
         self.stats.rationale_s += time.perf_counter() - t0
 
     def close(self) -> None:
-        if self._batch is not None:
-            self._l.llama_batch_free(self._batch)
-            self._batch = None
+        self._batch.free()
         if self.context is not None:
             self.context.close()
             self.context = None
@@ -613,8 +535,9 @@ def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     return k
 
 
-class LlamaEvaluator:
-    """Label probabilities from :class:`Engine` logits. The model loads on first use, once."""
+class LlamaEvaluator(EvaluatorBase):
+    """Label probabilities and token log-probabilities from :class:`Engine` logits. The model loads
+    on first use (or :meth:`load`), once."""
 
     def __init__(self, model_path: str, *, n_ctx: int, n_batch: int, n_threads: int | None,
                  n_gpu_layers: int, max_seqs: int, deterministic: bool) -> None:
@@ -630,6 +553,9 @@ class LlamaEvaluator:
         if self._engine is None:
             self._engine = Engine(self.model_path, **self._kw)
         return self._engine
+
+    def load(self) -> None:
+        self.engine  # noqa: B018 - loads the model
 
     def label_ids(self, classes: Sequence[tuple[str, ...]]) -> list[list[int]]:
         """Token ids of each class's single-token surface forms (e.g. "Yes", " Yes", "yes")."""

@@ -1,6 +1,7 @@
 """The ``torch`` judge backend: a Hugging Face causal LM as judge, scored through the label-head kernel.
 
-Same rubric/preference API as the llama_cpp backend (it is an :class:`minirft.judge.base.Evaluator`),
+The same :class:`minirft.judge.base.Evaluator` as the llama_cpp backend (label probabilities, token
+log-probabilities for contrast criteria, rationales),
 same shared-prefix idea, on transformers' KV cache:
 
 * the header (system + rubric + few-shot) is run once and its KV cache kept across calls (the
@@ -16,8 +17,8 @@ same shared-prefix idea, on transformers' KV cache:
   are never formed. Rationales (greedy generation) do need full logits, one token at a time.
 
 Self-judging: pass an already-loaded model and tokenizer and a ``context`` to enter around every
-forward — ``model.disable_adapter`` for a PEFT policy, so the judge is the frozen base (see
-:func:`minirft.judge.build_judge`). The header cache stays valid because LoRA training never
+forward — ``model.disable_adapter`` for a PEFT policy, so the judge is the frozen base (see the
+``torch`` entry of :data:`minirft.judge.backends.BACKENDS`). The header cache stays valid because LoRA training never
 touches the base weights; call :meth:`TorchEvaluator.reset` if the judge's own weights change.
 
 Numerics: batching changes matmul shapes, so batched and one-at-a-time scores differ by float
@@ -33,7 +34,7 @@ from typing import Callable, Sequence
 
 from minirft.errors import MinirftError
 from minirft.judge.backends.tokens import TokenCache, cut_at_stop, reached_stop
-from minirft.judge.base import Evaluation, Query, TokenScores
+from minirft.judge.base import Evaluation, EvaluatorBase, Query, TokenScores
 
 BATCH_TOLERANCE = 1e-4  # max |ΔP| between batched and one-at-a-time scores in fp32 (float rounding only)
 
@@ -119,7 +120,7 @@ def _dtype(name: str, dev):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-class TorchEvaluator:
+class TorchEvaluator(EvaluatorBase):
     """Label probabilities from an HF causal LM's verdict hidden states.
 
     Either give ``model`` and ``tokenizer`` (already loaded: self-judging, tests) or ``loader``, a
@@ -149,6 +150,9 @@ class TorchEvaluator:
         if self._model is None:
             self._model, self._tok = self._loader()
         return self._model
+
+    def load(self) -> None:
+        self.model  # noqa: B018 - loads the model (and the tokenizer)
 
     @property
     def tokenizer(self):

@@ -1,6 +1,7 @@
 """The agreement panel: how often the judge agrees with the person labelling, per criterion.
 
-Hidden until the first label; drawn from :func:`minirft.labels.agreement` over the standing labels.
+Hidden until the first label; drawn from :func:`minirft.labels.agreement` over the standing labels (κ and its interval
+from :mod:`minirft.agreement`, the same numbers `minirft calibrate` reports).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from minirft.labels import KappaStats
+from minirft.agreement import KappaStats
 
 
 def _interval(k: KappaStats) -> str:

@@ -1,10 +1,19 @@
-"""Contrastive likelihood scoring (cf. Min et al. 2022, "Noisy Channel Language Model Prompting").
+"""The ``contrast`` criterion method: contrastive likelihood (cf. Min et al. 2022, "Noisy Channel
+Language Model Prompting").
 
 A contrast criterion scores a response by how much more likely the judge finds it under a positive
 condition than under a negative one::
 
-    s = mean over the response's tokens t of [log P(t | ..., positive, t_<) - log P(t | ..., negative, t_<)]
+    d_t = log P(t | ..., positive, t_<) - log P(t | ..., negative, t_<)   per response token t
+    s = aggregate(d)   (``mean``, ``lowest`` or ``prefix_min``: :func:`aggregate`)
     P(pass) = sigmoid(sharpness * s)
+
+From (rows, candidates) to P(pass): :func:`queries` lays out two ``score_last`` queries per candidate
+and criterion (the response after each condition, :class:`~minirft.judge.prompts.Layout`'s contrast
+segments), the backend's ``score_tokens`` returns each response token's log-probability, and
+:func:`differences` and :func:`p_pass_all` turn them into per-token differences, P(pass) and an
+attribution. In preference mode :func:`logit` weighs a candidate's criteria into one score and
+:func:`preference` compares two scores.
 
 Nothing is generated and no question is asked, so there is no verdict token for a position bias or a
 "yes"-habit to act on; the per-token differences also say *which words* earned the score
@@ -16,13 +25,16 @@ from __future__ import annotations
 import math
 import string
 import zlib
+from typing import Sequence
 
 import numpy as np
 
 from minirft.data import PromptRow
 from minirft.errors import MinirftError
-from minirft.judge.base import TokenScores
-from minirft.recipe import Criterion
+from minirft.judge.base import CHARS_PER_TOKEN, Evaluator, Query, TokenScores
+from minirft.judge.methods import passes
+from minirft.judge.prompts import CONTRAST_HEADER, Layout
+from minirft.recipe import Criterion, JudgeConfig
 
 WRONG_OFFSETS = (1, -1, 2, -2, 3, -3)  # how far {wrong_reference} lies from a numeric reference
 
@@ -95,6 +107,7 @@ def criterion_score(diffs: np.ndarray, c: Criterion) -> float:
 
 
 def p_pass(s: float, sharpness: float) -> float:
+    """sigmoid(sharpness · s)."""
     return 1.0 / (1.0 + math.exp(-sharpness * s))
 
 
@@ -111,3 +124,65 @@ def describe(attr: dict[str, list]) -> str:
     def words(items):
         return ", ".join(repr(t.strip() or t) for t, _ in items) or "nothing"
     return f"raised by {words(attr['up'])}; lowered by {words(attr['down'])}"
+
+
+# ------------------------------------------------------------------------------ queries and results
+def criteria(cfg: JudgeConfig) -> list[Criterion]:
+    return [c for c in cfg.criteria if c.method == "contrast"]
+
+
+def differences(cfg: JudgeConfig, layout: Layout, evaluator: Evaluator, rows: Sequence[PromptRow],
+                groups: Sequence[Sequence[str]]) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Per candidate and contrast criterion: the per-token log-prob differences (empty for an empty
+    candidate, whose s is 0) and their attribution; one ``score_tokens`` call for all of them."""
+    diffs: list[list[dict]] = [[{} for _ in g] for g in groups]
+    attributions: list[list[dict]] = [[{} for _ in g] for g in groups]
+    scored = criteria(cfg)
+    if not scored:
+        return diffs, attributions
+    queries: list[Query] = []
+    where: list[tuple] = []
+    for i, (row, group) in enumerate(zip(rows, groups)):
+        row_seg = layout.contrast_row(row)
+        for c in scored:
+            conds = [layout.contrast_condition(text) for text in conditions(c, row)]
+            limit = c.max_response_tokens * CHARS_PER_TOKEN
+            for j, cand in enumerate(group):
+                text = cand.strip()[:limit]
+                if not text:
+                    continue  # nothing to score: P(pass) stays 0.5
+                for cond in conds:
+                    queries.append(Query((CONTRAST_HEADER, row_seg, cond, layout.contrast_response(text)),
+                                         score_last=True))
+                where.append((i, j, c))
+    results = evaluator.score_tokens(queries) if queries else []
+    for k, (i, j, c) in enumerate(where):
+        pos, neg = results[2 * k], results[2 * k + 1]
+        d = token_differences(pos, neg, c.max_response_tokens)
+        diffs[i][j][c.name] = d
+        attributions[i][j][c.name] = attribution(pos.pieces, d)
+    for i, group in enumerate(groups):
+        for j in range(len(group)):
+            for c in scored:
+                diffs[i][j].setdefault(c.name, np.zeros(0))
+    return diffs, attributions
+
+
+def p_pass_all(cfg: JudgeConfig, diffs: list[list[dict]]) -> list[list[dict[str, float]]]:
+    """P(pass) per candidate and contrast criterion (rubric mode)."""
+    by_name = {c.name: c for c in cfg.criteria}
+    return [[{name: passes(by_name[name], p_pass(criterion_score(d, by_name[name]), by_name[name].sharpness))
+              for name, d in cand.items()} for cand in group] for group in diffs]
+
+
+def logit(cfg: JudgeConfig, d: dict) -> float:
+    """The weighted contrast score of one candidate, in logit units: sum_c w_c * sharpness_c * s_c / sum_c w_c."""
+    cs = criteria(cfg)
+    total = sum(c.weight for c in cs) or 1.0
+    return sum(c.weight * c.sharpness * criterion_score(d[c.name], c) for c in cs) / total
+
+
+def preference(logit_a: float, logit_b: float) -> float:
+    """P(A better) = sigmoid(score_A - score_B): each response scored alone, so no position bias and
+    P(A>B) + P(B>A) = 1 by construction."""
+    return 1.0 / (1.0 + math.exp(-(logit_a - logit_b)))

@@ -1,0 +1,139 @@
+"""Base vs tuned on held-out prompts (what ``minirft eval`` runs and writes as eval.json).
+
+:func:`evaluate` generates one completion per held-out prompt
+(``data.eval_path`` of the run's recipe) with the adapter off (the base) and on (the trained policy),
+greedy by default so the comparison is not sampling noise, and scores both with the recipe's rule
+rewards plus any extra rule checks (e.g. a length or regex rule the run did not train on), then has the
+run's judge model compare each tuned answer with the base one in preference mode (:func:`judge_pairs`).
+
+Why rule checks beside the judge: a tiny judge rewards what it rewards; showing that *its* reward rose
+proves little. A rule check on prompts the run never saw is an independent measure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from minirft.data import PromptRow, load_prompts
+from minirft.errors import MinirftError
+from minirft.judge.base import Judge
+from minirft.recipe import JudgeConfig, Recipe
+from minirft.rewards import build_rewards, call_reward, reward_columns
+from minirft.stats import bootstrap_ci, mean_of
+
+CHUNK = 16  # pairs per judge call
+
+
+def complete(policy, conversations: list, *, max_new_tokens: int, max_prompt_tokens: int,
+             batch: int = 16, temperature: float | None = None, seed: int = 0) -> list[str]:
+    """Completions with the adapter state as currently set: greedy, or sampled at ``temperature``
+    from a generator reseeded with ``seed`` (the same seed for base and tuned: common random numbers,
+    so their difference is less noisy)."""
+    import torch
+
+    from minirft.train.policy import decode, encode_prompts, generate
+
+    if temperature is not None:
+        torch.manual_seed(seed)
+    out: list[str] = []
+    with torch.no_grad():
+        for lo in range(0, len(conversations), batch):
+            ids = encode_prompts(policy, conversations[lo:lo + batch], max_prompt_tokens)
+            out += decode(policy, generate(policy, ids, max_new_tokens=max_new_tokens, temperature=temperature))
+    return out
+
+
+def evaluate(recipe: Recipe, adapter: Path, make_judge: Callable[[JudgeConfig], Judge], *, data: Path | None = None,
+             checks: list[dict] | None = None, limit: int | None = None, samples: int = 1,
+             temperature: float | None = None, examples: int = 3,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The eval report (what eval.json holds): base vs tuned on held-out prompts, the rule measures with
+    paired intervals, and the judge's win rate. ``samples`` > 1 samples that many completions per prompt
+    at ``temperature`` (default: the recipe's) and averages each measure per prompt before pairing; the
+    first sample of each prompt is the one shown and judged. ``make_judge`` builds the judge from the
+    recipe's judge section (set to preference mode) once the policy is freed."""
+    from safetensors.torch import load_file
+
+    from minirft.train.policy import load_policy
+
+    if samples > 1 and temperature is None:
+        temperature = recipe.generation.temperature
+
+    path = data or (recipe.resolve_path(recipe.data.eval_path) if recipe.data.eval_path else None)
+    if path is None:
+        raise MinirftError("eval: the recipe has no data.eval_path; pass --prompts PATH")
+    rows = load_prompts(path, recipe.data.columns)[:limit]
+    rule_cfgs = list(recipe.rewards) + list(recipe.data.eval_checks)
+    if checks:
+        from pydantic import TypeAdapter
+
+        from minirft.recipe import RewardConfig
+
+        rule_cfgs += [TypeAdapter(RewardConfig).validate_python(c) for c in checks]
+    rules = build_rewards(rule_cfgs)
+    policy = load_policy(recipe.policy, seed=recipe.training.seed)
+    policy.load_adapter_state(load_file(str(adapter / "adapter_model.safetensors")))
+    convs = [r.messages for r in rows for _ in range(samples)]  # prompt-major: samples of a prompt adjacent
+    kw = {"max_new_tokens": recipe.generation.max_new_tokens, "max_prompt_tokens": recipe.policy.max_prompt_tokens,
+          "temperature": temperature, "seed": recipe.training.seed}
+    with policy.reference():
+        base_all = complete(policy, convs, **kw)
+    trained_all = complete(policy, convs, **kw)
+    columns = reward_columns(rows, samples)
+    prompts = [r.prompt for r in rows for _ in range(samples)]
+    result: dict[str, Any] = {"data": str(path), "n": len(rows), "adapter": str(adapter),
+                              "greedy": temperature is None, "samples": samples, "temperature": temperature,
+                              "measures": {}, "examples": []}
+
+    def per_prompt(values: list) -> list:  # mean over a prompt's samples (None when none scored)
+        return [mean_of(values[i * samples:(i + 1) * samples]) for i in range(len(rows))]
+
+    for rule in rules:
+        b = call_reward(rule, prompts, base_all, columns)
+        t = call_reward(rule, prompts, trained_all, columns)
+        result["measures"][rule.name] = paired(per_prompt(b), per_prompt(t))
+    result["measures"]["length_chars"] = paired(per_prompt([len(c) for c in base_all]),
+                                                 per_prompt([len(c) for c in trained_all]))
+    base, trained = base_all[::samples], trained_all[::samples]
+    for p, b, t in list(zip([r.prompt for r in rows], base, trained))[:5]:
+        result["examples"].append({"prompt": p, "base": b, "trained": t})
+    del policy  # free the policy before the judge loads
+    result.update(judge_pairs(recipe, rows, trained, base, examples, make_judge, progress))
+    return result
+
+
+def judge_pairs(recipe: Recipe, rows: list[PromptRow], tuned: list[str], base: list[str], examples: int,
+                make_judge: Callable[[JudgeConfig], Judge], progress: Callable[[int, int], None] | None = None) -> dict:
+    """Tuned (A) against base (B) per prompt, in both orders, by the run's judge model in preference mode;
+    the first ``examples`` pairs get a rationale."""
+    judge_cfg = recipe.judge.model_copy(update={"mode": "preference"})
+    judge = make_judge(judge_cfg)
+    verdicts = []
+    try:
+        update = progress or (lambda done, total: None)
+        shown = min(examples, len(rows))
+        if shown:
+            verdicts += judge.compare_many(rows[:shown], list(zip(tuned, base))[:shown], True)
+        for lo in range(shown, len(rows), CHUNK):
+            hi = min(lo + CHUNK, len(rows))
+            verdicts += judge.compare_many(rows[lo:hi], list(zip(tuned[lo:hi], base[lo:hi])))
+            update(hi, len(rows))
+    finally:
+        judge.close()
+    p = [v.p_a for v in verdicts]
+    return {"judge": {"model": judge_cfg.model, "backend": judge_cfg.backend,
+                      "question": judge_cfg.preference_question},
+            "win_rate": sum(p) / len(p), "win_rate_ci95": list(bootstrap_ci(p)),
+            "wins": sum(x > 0.5 for x in p), "losses": sum(x < 0.5 for x in p),
+            "pairs": [{"prompt": row.prompt, "tuned": t, "base": b, "p_tuned": v.p_a,
+                       "p_tuned_first": v.p_a_first, "p_tuned_second": v.p_a_second, "rationale": v.rationale}
+                      for row, b, t, v in zip(rows, base, tuned, verdicts)]}
+
+
+def paired(base: list, trained: list) -> dict[str, Any]:
+    """Base and tuned means of a per-prompt measure, and the mean of the per-prompt differences with a
+    95% bootstrap interval (the same prompts on both sides, so the pairing removes prompt difficulty)."""
+    diffs = [t - b for b, t in zip(base, trained) if b is not None and t is not None]
+    lo, hi = bootstrap_ci(diffs) if diffs else (None, None)
+    return {"base": mean_of(base), "trained": mean_of(trained), "delta": mean_of(diffs), "delta_ci95": [lo, hi]}
