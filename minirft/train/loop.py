@@ -615,9 +615,10 @@ def progress_line(step: int, total: int, m: dict) -> str:
     def f(v: Any, spec: str) -> str:
         return "—" if v is None else format(v, spec)
 
+    dropped = f"  dropped {m['groups_dropped']}" if m.get("groups_dropped") is not None else ""
     return (f"step {step}/{total}  reward {f(m['reward'], '.3f')} ±{f(m['reward_std'], '.3f')}  "
             f"kl {f(m['kl'], '.4f')}  loss {f(m['loss'], '+.4f')}  len {m['completion_length']:.1f}  "
-            f"gen {m['generation_s']:.1f}s judge {m['judge_s']:.1f}s update {m['update_s']:.1f}s")
+            f"gen {m['generation_s']:.1f}s judge {m['judge_s']:.1f}s update {m['update_s']:.1f}s{dropped}")
 
 
 def default_threads() -> None:
