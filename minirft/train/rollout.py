@@ -308,6 +308,7 @@ def _dynamic_sampling(batch: Batch, zero: torch.Tensor, sample_round: Any, sampl
     stats["groups_dropped"] += int(zero.sum())
     last, last_zero = batch, zero
     timings, cut = dict(batch.timings), batch.prompts_cut  # every round's time counts, kept or not
+    errors = list(batch.judge_errors)  # and every round's judge errors are logged
     while n_kept < quota and stats["refill_rounds"] < rounds:
         stats["refill_rounds"] += 1
         more = sample_round(sampler.take(quota - n_kept))
@@ -323,11 +324,14 @@ def _dynamic_sampling(batch: Batch, zero: torch.Tensor, sample_round: Any, sampl
         for k, v in more.timings.items():
             timings[k] = timings.get(k, 0.0) + v
         cut += more.prompts_cut
+        errors += more.judge_errors
     kept = [b for b in kept if b.rows]
+    errors = list(dict.fromkeys(errors))
     if not kept:  # nothing has a signal: log the last round, update nothing
-        return replace(last, timings=timings, prompts_cut=cut), torch.ones_like(last_zero)
+        return replace(last, timings=timings, prompts_cut=cut, judge_errors=errors), torch.ones_like(last_zero)
     out = concat_batches(kept, pad_id)
-    return replace(out, timings=timings, prompts_cut=cut), torch.zeros(len(out.rows), dtype=torch.bool)
+    return (replace(out, timings=timings, prompts_cut=cut, judge_errors=errors),
+            torch.zeros(len(out.rows), dtype=torch.bool))
 
 
 def _combine(per_reward: dict[str, list[float | None]], weights: dict[str, float], i: int) -> float:
