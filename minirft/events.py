@@ -4,7 +4,8 @@ Every record has ``type``, ``time`` (unix seconds) and ``step``. Types:
 
 - ``run_start``: ``recipe`` (resolved dict), ``versions``, ``device``, ``total_steps``, ``argv``
 - ``step``: ``metrics`` — reward, reward_std, rewards/<name>, criteria/<name>, kl, loss, clip_ratio,
-  entropy, completion_length, frac_reward_zero_std, generation_s, judge_s, update_s, tokens_per_s, lr…
+  entropy, completion_length, frac_reward_zero_std, frac_truncated, generation_s, judge_s, update_s,
+  tokens_per_s, lr…; with training.drop_zero_std_groups also groups_dropped, groups_kept, refill_rounds
 - ``sample``: prompt, completion, reward, advantage, rewards {name: value}, criteria {name: p},
   rationale, criterion_rationales {name: text} (judge.rationale_per_criterion), group, judge_error
 - ``event``: ``kind`` (checkpoint, nan_skip, judge_error, resume, warning, …) and ``message``

@@ -301,8 +301,21 @@ class PythonReward(Section):
     function: str = Field(pattern=r"^[\w.]+:[\w.]+$|^[\w.]+\.[\w]+$")
 
 
+class OverlongReward(Section):
+    """DAPO's soft overlong penalty on the completion's token count L: 0 up to max_tokens - cache_tokens,
+    then falling linearly to -1 at max_tokens, -1 beyond (TRL's get_soft_overlong_punishment)."""
+
+    type: Literal["overlong"]
+    name: str = "overlong"
+    weight: float = 1.0
+    # null: generation.max_new_tokens.
+    max_tokens: int | None = Field(None, ge=2)
+    # The soft zone's width. null: a quarter of max_tokens.
+    cache_tokens: int | None = Field(None, ge=1)
+
+
 RewardConfig = Annotated[
-    ExactMatchReward | RegexReward | LengthReward | PythonReward, Field(discriminator="type")
+    ExactMatchReward | RegexReward | LengthReward | PythonReward | OverlongReward, Field(discriminator="type")
 ]
 
 
@@ -356,6 +369,9 @@ class GenerationConfig(Section):
     # GGUF policy only). auto: an exact copy of torch's weights (bf16 when torch holds bf16, else f16):
     # the smallest engine/torch log-prob gap (bench/rollout_engine.py, README).
     engine_weights: Literal["auto", "f16", "bf16", "q8_0", "f32", "policy_gguf"] = "auto"
+    # Completions that reach max_new_tokens without an EOS get no loss (TRL's mask_truncated_completions):
+    # their tokens leave the loss and its normaliser.
+    mask_truncated: bool = False
 
 
 # ------------------------------------------------------------------------------------- training
@@ -372,15 +388,68 @@ class TrainingConfig(Section):
     micro_batch_prompts: int = Field(4, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
     beta: float = Field(0.04, ge=0)  # KL coefficient (k3 estimator, reference = adapter disabled)
-    clip_eps: float = Field(0.2, gt=0)
-    # true: advantage = (r - mean) / (std + eps); false: r - mean ("Dr. GRPO").
-    scale_rewards: bool = True
-    # token: sum over all tokens of the micro-batch / number of tokens; sequence: mean per sequence.
+    # The policy-gradient loss (names as TRL's loss_type; formulas in minirft/train/loop.py and the README):
+    # grpo: normalised by training.loss_norm; dr_grpo: sum over tokens / (sequences x max_new_tokens), no
+    # std scaling; dapo: sum over tokens / the step's token count, clip-higher (epsilon_high, default 0.28);
+    # gspo: one length-normalised importance ratio per completion, its own clip range (default 3e-4 / 4e-4).
+    loss: Literal["grpo", "dr_grpo", "dapo", "gspo"] = "grpo"
+    # Lower clip range: the ratio is clipped to [1 - clip_eps, 1 + epsilon_high]. null: 0.2 (3e-4 for gspo).
+    clip_eps: float | None = Field(None, gt=0)
+    # Upper clip range. null: clip_eps (0.28 for dapo, 4e-4 for gspo).
+    epsilon_high: float | None = Field(None, gt=0)
+    # Advantage scaling: group: (r - group mean) / (group std + eps); batch: (r - group mean) / (std over
+    # the whole step + eps); none: r - group mean. auto: group, none for dr_grpo. (true/false still read
+    # as group/none, with a warning.)
+    scale_rewards: Literal["auto", "group", "batch", "none"] = "auto"
+    # loss: grpo only. token: sum over all tokens of the step / number of tokens; sequence: mean per sequence.
     loss_norm: Literal["token", "sequence"] = "token"
+    # Dynamic sampling: groups whose valid rewards are all equal (no learning signal) are left out of the
+    # update (their tokens leave the loss and its normaliser)...
+    drop_zero_std_groups: bool = False
+    # ...and up to this many extra rounds sample fresh prompts for the dropped groups' places.
+    refill_rounds: int = Field(0, ge=0, le=16)
     seed: int = 0
     # CUDA only: cap this process's GPU memory at this many GB (torch's set_per_process_memory_fraction),
     # so a run proves it fits a smaller card; an allocation past it fails as out-of-memory. None: no cap.
     gpu_memory_gb: float | None = Field(None, gt=0)
+
+    @field_validator("scale_rewards", mode="before")
+    @classmethod
+    def _scale_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            new = "group" if v else "none"
+            sys.stderr.write(f"Warning: training.scale_rewards: {str(v).lower()} is deprecated; "
+                             f"use training.scale_rewards: {new}\n")
+            return new
+        return v
+
+    @model_validator(mode="after")
+    def _loss_combinations(self) -> "TrainingConfig":
+        if self.loss == "dr_grpo" and self.scale_rewards in ("group", "batch"):
+            raise ValueError(f"loss: dr_grpo is defined without std scaling; "
+                             f"scale_rewards: {self.scale_rewards} contradicts it (use none or auto)")
+        if self.loss != "grpo" and self.loss_norm != "token":
+            raise ValueError(f"loss_norm: {self.loss_norm} applies to loss: grpo only "
+                             f"({self.loss} has its own normalisation)")
+        if self.refill_rounds and not self.drop_zero_std_groups:
+            raise ValueError("refill_rounds needs drop_zero_std_groups: true")
+        low, high = self.clip_range()
+        if low >= 1:
+            raise ValueError(f"clip_eps: {low} must be below 1 (the ratio is clipped to [1 - clip_eps, ...])")
+        return self
+
+    def clip_range(self) -> tuple[float, float]:
+        """(clip_eps, epsilon_high) with the loss's defaults filled in."""
+        low = self.clip_eps if self.clip_eps is not None else (3e-4 if self.loss == "gspo" else 0.2)
+        default_high = {"dapo": 0.28, "gspo": 4e-4}.get(self.loss, low)
+        high = self.epsilon_high if self.epsilon_high is not None else default_high
+        return low, high
+
+    def advantage_scaling(self) -> str:
+        """group / batch / none, with auto resolved for the loss."""
+        if self.scale_rewards == "auto":
+            return "none" if self.loss == "dr_grpo" else "group"
+        return self.scale_rewards
 
 
 class CheckpointConfig(Section):
@@ -446,6 +515,14 @@ class Recipe(Section):
     def _has_reward(self) -> "Recipe":
         if self.judge is None and not self.rewards:
             raise ValueError("a recipe needs a `judge` section, a `rewards` list, or both")
+        for i, r in enumerate(self.rewards):  # the overlong penalty's lengths default to the generation's
+            if isinstance(r, OverlongReward):
+                top = r.max_tokens if r.max_tokens is not None else self.generation.max_new_tokens
+                cache = r.cache_tokens if r.cache_tokens is not None else max(1, top // 4)
+                if cache >= top:
+                    raise ValueError(f"rewards.{i}: cache_tokens ({cache}) must be below max_tokens ({top})")
+                if r.max_tokens is None or r.cache_tokens is None:
+                    r.max_tokens, r.cache_tokens = top, cache
         return self
 
     def resolve_path(self, p: str | Path) -> Path:
@@ -597,7 +674,7 @@ def _rename_deprecated(data: dict, lines: dict, where: str) -> None:
                     lines[(section, new) + key[2:]] = lines[key]
 
 
-_UNION_TAGS = {"exact_match", "regex", "length", "python"}
+_UNION_TAGS = {"exact_match", "regex", "length", "python", "overlong"}
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

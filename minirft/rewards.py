@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from minirft.data import PromptRow
 from minirft.errors import MinirftError
-from minirft.recipe import ExactMatchReward, LengthReward, PythonReward, RegexReward
+from minirft.recipe import ExactMatchReward, LengthReward, OverlongReward, PythonReward, RegexReward
 
 RewardFn = Callable[..., list]
 
@@ -87,6 +87,31 @@ def length(cfg: LengthReward) -> RewardFn:
             n = len(c.strip())
             miss = max(cfg.min_chars - n, n - cfg.max_chars, 0)
             out.append(max(0.0, 1.0 - miss / cfg.slack))
+        return out
+
+    return reward
+
+
+def overlong(cfg: OverlongReward) -> RewardFn:
+    """DAPO's soft overlong punishment on the completion's token count (the ``completion_tokens``
+    column the trainer passes; None where it is absent, e.g. in ``minirft eval``)."""
+    top = cfg.max_tokens
+    cache = cfg.cache_tokens if cfg.cache_tokens is not None else max(1, (top or 4) // 4)
+
+    def reward(prompts: Sequence[str], completions: Sequence[str], completion_tokens: Sequence[int] | None = None,
+               **_: Any) -> list[float | None]:
+        if completion_tokens is None or top is None:
+            return [None] * len(completions)
+        out: list[float | None] = []
+        for n in completion_tokens:
+            if n is None:
+                out.append(None)
+            elif n <= top - cache:
+                out.append(0.0)
+            elif n <= top:
+                out.append((top - cache - n) / cache)
+            else:
+                out.append(-1.0)
         return out
 
     return reward
@@ -177,12 +202,14 @@ def build_rewards(configs: Sequence[Any], key: str = "rewards") -> list[NamedRew
             fn = regex(cfg)
         elif isinstance(cfg, LengthReward):
             fn = length(cfg)
+        elif isinstance(cfg, OverlongReward):
+            fn = overlong(cfg)
         elif isinstance(cfg, PythonReward):
             try:
                 fn = load_callable(cfg.function)
             except MinirftError as exc:
                 raise MinirftError(f"{key}.{i}.function: {exc}") from None
-        else:  # pragma: no cover - the schema only admits the four types above
+        else:  # pragma: no cover - the schema only admits the types above
             raise MinirftError(f"{key}.{i}: unknown reward type {type(cfg).__name__}")
         name = cfg.name or getattr(fn, "__name__", f"reward{i}")
         if name == "judge" or any(r.name == name for r in out):

@@ -18,10 +18,13 @@ Public API (the signatures the trainer and the ``torch`` judge backend call)::
         logits alive at once (default: 64M logits on CUDA, 16M on CPU). Temperature divides the logits, as sampling did.
 
     grpo_token_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, beta=0.0,
-                    norm="token", *, clip_eps_high=None, denominator=None, is_weight=None, backend=None)
+                    norm="token", *, clip_eps_high=None, denominator=None, is_weight=None,
+                    ratio_level="token", backend=None)
         logp [B, T] (requires grad), old_logp [B, T], ref_logp [B, T] or None (when beta == 0),
         advantages [B], mask [B, T] (1 = completion token), norm "token" | "sequence",
-        is_weight [B, T] or None: per-token importance-sampling weight on the policy-gradient term
+        is_weight [B, T] or None: per-token importance-sampling weight on the policy-gradient term,
+        clip_eps_high: the upper clip range (DAPO's clip-higher), ratio_level "sequence": one
+        length-normalised ratio per completion (GSPO)
         -> (loss scalar tensor, {"kl": 0-dim tensor, "clip_ratio": 0-dim tensor}) metrics detached
         Backward w.r.t. logp only. Loss = clipped surrogate + beta * k3 KL, see ops/grpo_loss.py.
 

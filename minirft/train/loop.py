@@ -4,24 +4,44 @@ Objective (per step, one policy update per batch of rollouts):
 
 For each of P prompts x we sample G completions y_1..y_G from the current policy π_θ (LoRA adapter on)
 and score them: r_i = judge_weight · judge(x, y_i) + Σ_k w_k · rule_k(x, y_i) (see ``rollout.py``).
-Group-relative advantages: A_i = (r_i − mean_j r_j) / (std_j r_j + ε)  (ε = 1e-4, population std), or
-A_i = r_i − mean_j r_j with ``training.scale_rewards: false`` ("Dr. GRPO").
+Group-relative advantages (``training.scale_rewards``): group — A_i = (r_i − mean_j r_j) / (std_j r_j + ε)
+(ε = 1e-4, population std); batch — the same with the std of every reward of the step; none —
+A_i = r_i − mean_j r_j ("Dr. GRPO"). auto (the default) is group, none for ``loss: dr_grpo``.
 
 Per completion token t of y_i, with ρ_t = π_θ(y_t | x, y_<t) / π_old(y_t | x, y_<t):
 
-    ℓ_t = − min(ρ_t A_i, clip(ρ_t, 1 − ε_clip, 1 + ε_clip) A_i) + β · KL_t
+    ℓ_t = − min(ρ_t A_i, clip(ρ_t, 1 − ε_low, 1 + ε_high) A_i) + β · KL_t
     KL_t = exp(log π_ref − log π_θ) − (log π_ref − log π_θ) − 1        (the k3 estimator, ≥ 0)
+
+ε_low = ``training.clip_eps``, ε_high = ``training.epsilon_high`` (see ``TrainingConfig.clip_range``).
 
 π_ref is the same base with the LoRA adapter disabled (no second model in memory). Log-probs are those
 of the sampling distribution (logits / temperature). π_old = π_θ detached: we take exactly one
 optimizer step per batch (TRL's ``num_iterations=1``), so ρ_t = 1 in value and the clip never binds;
 it is kept so the gradient is the PPO one and more iterations per batch are a small change.
 
-Normalisation (``training.loss_norm``): ``token`` (default) — L = Σ_{i,t} m_{i,t} ℓ_{i,t} / Σ_{i,t} m_{i,t}
-over every completion token of the whole step (all micro-batches), so every token weighs the same
-whatever the completion's length and gradient accumulation gives exactly the full-batch gradient;
-``sequence`` — L = mean_i (Σ_t m_{i,t} ℓ_{i,t} / Σ_t m_{i,t}) (the original GRPO paper). m masks
-padding, tokens after the first EOS, and samples excluded because their reward is missing.
+The loss variant (``training.loss``, TRL's ``loss_type`` names), over the N sequences and all
+micro-batches of the step:
+
+- ``grpo`` (default), normalised by ``training.loss_norm``: ``token`` (default) — L = Σ_{i,t} m ℓ / Σ_{i,t} m,
+  every token weighs the same whatever the completion's length; ``sequence`` — L = (1/N) Σ_i (Σ_t m ℓ /
+  Σ_t m) (the original GRPO paper; TRL's ``grpo``). Symmetric clip unless ``epsilon_high`` is set.
+- ``dr_grpo`` (Liu et al. 2025): L = Σ_{i,t} m ℓ / (N · L_max), L_max = ``generation.max_new_tokens``:
+  a constant normaliser (no length bias), and no std scaling of the advantages.
+- ``dapo`` (Yu et al. 2025): L = Σ_{i,t} m ℓ / Σ_{i,t} m over the whole step (TRL's ``dapo``
+  normaliser: the accumulated batch's token count), clip-higher ε_high = 0.28 by default.
+- ``gspo`` (Zheng et al. 2025): one ratio per completion s_i = exp((1/|y_i|) Σ_t m (log π_θ − log π_old)),
+  ℓ_t = − min(s_i A_i, clip(s_i, 1 − ε_low, 1 + ε_high) A_i) + β · KL_t, L = (1/N) Σ_i (Σ_t m ℓ / Σ_t m);
+  ε = 3e-4 / 4e-4 by default (the paper's; sequence ratios stay close to 1).
+
+With one optimiser step per batch (ρ = s = 1), grpo with ``loss_norm: token`` and dapo give the same
+gradient, and gspo the same as grpo with ``loss_norm: sequence``: the variants differ in the normaliser,
+the advantage scaling, and the clip ranges that bind only once π_old ≠ π_θ.
+
+m masks padding, tokens after the first EOS, samples excluded because their reward is missing, groups
+dropped by dynamic sampling (``training.drop_zero_std_groups``, ``rollout.py``) and, with
+``generation.mask_truncated``, completions that reached ``max_new_tokens`` without an EOS; N counts the
+sequences left.
 
 Then: backward per micro-batch (``micro_batch_prompts`` prompts at a time), clip the gradient norm,
 optimizer step, LR-schedule step. A non-finite loss or gradient skips the step (adapter untouched,
@@ -67,7 +87,8 @@ from minirft.train.monitor import RunMonitor, rubric_texts
 # ------------------------------------------------------------------------------------- the loss
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, *, beta: float, clip_eps: float,
-              loss_norm: str, normaliser: float, is_weight: torch.Tensor | None = None
+              loss_norm: str, normaliser: float, is_weight: torch.Tensor | None = None,
+              clip_eps_high: float | None = None, ratio_level: str = "token"
               ) -> tuple[torch.Tensor, dict[str, float]]:
     """The per-token GRPO loss of one micro-batch (see the module docstring), divided by the step-wide
     ``normaliser`` (token count or sequence count of the whole step), so micro-batch losses add up to
@@ -75,13 +96,33 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     importance-sampling weight of llama.cpp rollouts (``importance.py``), on the policy-gradient term.
 
     Computed by the fused kernel ``minirft_kernels.grpo_token_loss`` (Triton on CUDA, its torch
-    reference on CPU)."""
+    reference on CPU). ``clip_eps_high``: the upper clip range (default ``clip_eps``); ``ratio_level``
+    "sequence": GSPO's per-completion ratio."""
     loss, m = grpo_token_loss(logp, old_logp, ref_logp if beta > 0 else None, advantages, mask,
                               clip_eps=clip_eps, beta=beta, norm=loss_norm, denominator=normaliser,
-                              is_weight=is_weight)
+                              is_weight=is_weight, clip_eps_high=clip_eps_high, ratio_level=ratio_level)
     tokens = float(mask.sum())
     stats = {"kl_sum": float(m["kl"]) * tokens, "clip_sum": float(m["clip_ratio"]) * tokens, "tokens": tokens}
     return loss, stats
+
+
+def loss_setup(recipe: Recipe, mask_all: torch.Tensor) -> dict[str, Any]:
+    """The kernel's arguments for ``training.loss`` over the step's loss mask [N, C]: norm, the step-wide
+    normaliser, the clip range and the ratio level (see the module docstring)."""
+    tr = recipe.training
+    low, high = tr.clip_range()
+    rows = float((mask_all.sum(dim=1) > 0).sum())  # sequences left in the loss
+    if tr.loss == "grpo":
+        norm = tr.loss_norm
+        normaliser = float(mask_all.sum()) if norm == "token" else rows
+    elif tr.loss == "dr_grpo":
+        norm, normaliser = "token", rows * recipe.generation.max_new_tokens
+    elif tr.loss == "dapo":
+        norm, normaliser = "token", float(mask_all.sum())
+    else:  # gspo
+        norm, normaliser = "sequence", rows
+    return {"loss_norm": norm, "normaliser": normaliser, "clip_eps": low, "clip_eps_high": high,
+            "ratio_level": "sequence" if tr.loss == "gspo" else "token"}
 
 
 # ------------------------------------------------------------------------- optimizer, schedule
@@ -434,9 +475,14 @@ def update(recipe: Recipe, policy: Policy, batch: Batch, optimizer: Any, params:
     tr, G = recipe.training, batch.group_size
     gen = batch.generated
     n_completion = gen.completion_mask.shape[1]
-    valid = batch.valid.to(policy.device)
-    mask_all = gen.completion_mask * valid.unsqueeze(1).long()
-    normaliser = float(mask_all.sum()) if tr.loss_norm == "token" else float(valid.sum())
+    keep = batch.valid.clone()
+    if batch.dropped is not None:  # dynamic sampling: groups without a reward spread
+        keep &= ~batch.dropped
+    if recipe.generation.mask_truncated and batch.truncated is not None:
+        keep &= ~batch.truncated
+    mask_all = gen.completion_mask * keep.to(policy.device).unsqueeze(1).long()
+    setup = loss_setup(recipe, mask_all)
+    normaliser = setup["normaliser"]
     sums = {"kl_sum": 0.0, "clip_sum": 0.0, "tokens": 0.0, "loss": 0.0, "entropy_sum": 0.0, "entropy_tokens": 0.0}
     skipped: str | None = None
     optimizer.zero_grad(set_to_none=True)
@@ -463,8 +509,7 @@ def update(recipe: Recipe, policy: Policy, batch: Batch, optimizer: Any, params:
             for k, v in is_stats.items():
                 sums[k] = min(sums.get(k, v), v) if k == "is_weight_min" else sums.get(k, 0.0) + v
         loss, stats = grpo_loss(logp, logp.detach(), ref, batch.advantages[sl].to(logp.device), mask,
-                                beta=tr.beta, clip_eps=tr.clip_eps, loss_norm=tr.loss_norm, normaliser=normaliser,
-                                is_weight=is_weight)
+                                beta=tr.beta, is_weight=is_weight, **setup)
         sums["entropy_sum"] += float((entropy.detach() * cmask).sum())
         sums["entropy_tokens"] += float(cmask.sum())
         if not torch.isfinite(loss):
@@ -519,6 +564,7 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
         "entropy": upd["entropy_sum"] / upd["entropy_tokens"] if upd["entropy_tokens"] else None,
         "completion_length": float(lengths.mean()),
         "frac_reward_zero_std": sum(zero_std) / len(zero_std) if zero_std else 1.0,
+        "frac_truncated": float(batch.truncated.float().mean()) if batch.truncated is not None else None,
         "generation_s": gen_s,
         "judge_s": batch.timings["judge_s"],
         "update_s": update_s,
@@ -529,6 +575,13 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
         "grad_norm": upd["grad_norm"],
         "judge_errors": sum(1 for s in batch.scores if s is not None and s.reward is None),
     })
+    ds = batch.sampling
+    if recipe.training.drop_zero_std_groups and ds:  # dynamic sampling: over every round of the step
+        with_rewards = ds["groups_with_rewards"]
+        m["frac_reward_zero_std"] = ds["groups_zero_std"] / with_rewards if with_rewards else 1.0
+        m["groups_dropped"] = ds["groups_dropped"]
+        m["groups_kept"] = len(batch.rows) if batch.dropped is None or not bool(batch.dropped.all()) else 0
+        m["refill_rounds"] = ds["refill_rounds"]
     m.update(gap_metrics(upd))  # llama.cpp rollouts: engine/torch log-prob gap and IS weights
     for key, value in batch.timings.items():  # the engine's own (llama.cpp: lora_sync_s, the step's LoRA)
         if key not in ("generation_s", "judge_s"):
@@ -573,9 +626,10 @@ def progress_line(step: int, total: int, m: dict) -> str:
     def f(v: Any, spec: str) -> str:
         return "—" if v is None else format(v, spec)
 
+    dropped = f"  dropped {m['groups_dropped']}" if m.get("groups_dropped") is not None else ""
     return (f"step {step}/{total}  reward {f(m['reward'], '.3f')} ±{f(m['reward_std'], '.3f')}  "
             f"kl {f(m['kl'], '.4f')}  loss {f(m['loss'], '+.4f')}  len {m['completion_length']:.1f}  "
-            f"gen {m['generation_s']:.1f}s judge {m['judge_s']:.1f}s update {m['update_s']:.1f}s")
+            f"gen {m['generation_s']:.1f}s judge {m['judge_s']:.1f}s update {m['update_s']:.1f}s{dropped}")
 
 
 def default_threads() -> None:

@@ -48,7 +48,12 @@ UNMAPPABLE: list[tuple[tuple[str, ...], str, Any, str]] = [
      "TRL's GRPOConfig has no prompt-length limit; remove the key (prompts are passed whole)"),
     (("judge",), "self_judge", lambda v: v is True,
      "self-judging with TRL's policy is not supported; use an independent judge"),
+    (("training",), "drop_zero_std_groups", lambda v: v is True,
+     "TRL's GRPOTrainer has no dynamic sampling (dropping zero-std groups); remove the key"),
 ]
+
+# training.loss -> (TRL loss_type, importance_sampling_level); grpo follows training.loss_norm
+LOSS_TYPES = {"dr_grpo": ("dr_grpo", "token"), "dapo": ("dapo", "token"), "gspo": ("grpo", "sequence")}
 
 # TRL log key -> minirft step-metric name
 TRL_METRICS = {
@@ -107,14 +112,16 @@ def grpo_config(recipe: Recipe, run_dir: Path, processes: int, verbose: bool = F
         optim = "adamw_bnb_8bit" if cuda and importlib.util.find_spec("bitsandbytes") else "adamw_torch"
     dtype = pol.dtype if pol.dtype != "auto" else ("bfloat16" if cuda else "float32")
     judge_w = [recipe.judge_weight] if recipe.judge is not None else []
+    loss_type, level = LOSS_TYPES.get(tr.loss, ("dapo" if tr.loss_norm == "token" else "grpo", "token"))
     return GRPOConfig(
         output_dir=str(run_dir / "checkpoints"), max_steps=tr.steps, per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accum, num_generations=gen.group_size, max_completion_length=gen.max_new_tokens,
         temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k, learning_rate=tr.lr,
         lr_scheduler_type="constant_with_warmup" if tr.lr_schedule == "constant" else tr.lr_schedule,
         warmup_steps=tr.warmup_steps, weight_decay=tr.weight_decay, optim=optim, max_grad_norm=tr.max_grad_norm,
-        beta=tr.beta, epsilon=tr.clip_eps, scale_rewards="group" if tr.scale_rewards else "none",
-        loss_type="dapo" if tr.loss_norm == "token" else "grpo", num_iterations=1, seed=tr.seed,
+        beta=tr.beta, epsilon=tr.clip_range()[0], epsilon_high=tr.clip_range()[1],
+        scale_rewards=tr.advantage_scaling(), loss_type=loss_type, importance_sampling_level=level,
+        mask_truncated_completions=gen.mask_truncated, num_iterations=1, seed=tr.seed,
         shuffle_dataset=recipe.data.shuffle, save_strategy="steps", save_steps=recipe.checkpoint.every,
         save_total_limit=recipe.checkpoint.keep_last, logging_steps=1, report_to=[], use_cpu=not cuda,
         bf16=dtype == "bfloat16", fp16=dtype == "float16", gradient_checkpointing=pol.gradient_checkpointing,
@@ -333,7 +340,7 @@ def _events_callback(recipe: Recipe, run_dir: Path, recorder: StepRecorder, log:
                         s["advantage"] = 0.0
                     else:
                         adv = s["reward"] - mean
-                        s["advantage"] = adv / (std + 1e-4) if recipe.training.scale_rewards else adv
+                        s["advantage"] = adv / (std + 1e-4) if recipe.training.advantage_scaling() == "group" else adv
             return out
 
         def _shown(self, samples: list[dict]) -> list[dict]:

@@ -31,6 +31,9 @@ def step_line(state: RunState, step: int) -> str:
     phases = judge_phases(m)
     if phases:
         parts.append(phases)
+    if m.get("groups_dropped") is not None:  # dynamic sampling
+        parts.append(f"dropped {m['groups_dropped']} zero-std group(s)"
+                     + (f" ({m['refill_rounds']} refill round(s))" if m.get("refill_rounds") else ""))
     if m.get("judge_errors"):
         parts.append(f"judge_errors {m['judge_errors']}")
     return "  ".join(parts)

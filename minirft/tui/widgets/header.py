@@ -71,6 +71,12 @@ def render_header(state: RunState, now: float, *, follow: bool, unseen_steps: in
     line.append(duration(eta))
     line.append("  ", style="dim")
     line.append(f"{num(state.latest_metrics().get('tokens_per_s'), 0)} tok/s")
+    latest = state.latest_metrics()
+    if latest.get("groups_dropped") is not None:  # dynamic sampling (training.drop_zero_std_groups)
+        line.append("  dropped ", style="dim")
+        line.append(f"{latest['groups_dropped']} zero-std group(s)", style="yellow" if latest["groups_dropped"] else "")
+        if latest.get("refill_rounds"):
+            line.append(f", {latest['refill_rounds']} refill round(s)", style="dim")
     phases = judge_phases(state.latest_metrics())
     if phases:  # where the judge's time went (llama_cpp backend): scoring, rationales, the rest
         line.append("  ")
