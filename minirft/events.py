@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from minirft.rundir import open_append, open_update
+
 EVENT_TYPES = ("run_start", "step", "sample", "event", "run_end")
 
 
@@ -38,7 +40,8 @@ class EventLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repaired = _cut_partial_line(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        # O_NOFOLLOW: a run dir from elsewhere with events.jsonl linked to another file is refused, never appended to
+        self._fh = os.fdopen(open_append(self.path), "a", encoding="utf-8")
         self.listeners = list(listeners)  # callables fed each record (and closed with the log)
 
     def write(self, type: str, step: int, **fields: Any) -> dict:
@@ -73,8 +76,11 @@ class EventLog:
 
 def _cut_partial_line(path: Path) -> str | None:
     """Truncate an unterminated last line (a record a kill cut in half); a message saying so, or None."""
+    fd = open_update(path)
+    if fd is None:
+        return None
     try:
-        with open(path, "rb+") as fh:
+        with os.fdopen(fd, "rb+") as fh:
             size = fh.seek(0, os.SEEK_END)
             if size == 0:
                 return None

@@ -29,6 +29,7 @@ interval honest at the few labels a person gives and at p_o = 0 or 1, where the 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from minirft.rundir import open_append
 from minirft.stats import accuracy, cohen_kappa
 
 LABELS_FILE = "labels.jsonl"
@@ -55,9 +57,12 @@ class LabelLog:
         row = {**row, "time": round(time.time(), 3)} if "time" not in row else dict(row)
         data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Never through a link (a labels.jsonl in someone else's run dir linked to ~/.bashrc, say), and one
+        # appender at a time (two viewers of one run): O_NOFOLLOW, and a short flock while the line goes in.
+        fd = open_append(self.path, mode=0o666)
         try:
-            if os.fstat(fd).st_size and not _ends_with_newline(self.path):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size and not _ends_with_newline(fd):
                 data = b"\n" + data  # a torn last line (a crash mid-write elsewhere) stays its own line
             view = memoryview(data)
             while view:
@@ -71,10 +76,8 @@ class LabelLog:
         return self.append({"undo": label_id})
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
+def _ends_with_newline(fd: int) -> bool:
+    return os.pread(fd, 1, os.fstat(fd).st_size - 1) == b"\n"
 
 
 def read_rows(path: str | Path) -> list[dict]:

@@ -202,6 +202,9 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
     adapter = adapter or run_dir / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
         raise MinirftError(f"{adapter}: no trained adapter (adapter_model.safetensors); has the run finished?")
+    from minirft.rundir import guard
+
+    guard(run_dir, run_dir / "eval.json")  # refused before any model loads: never written through a link
     r = load_recipe(resolved, overrides)
     if r.judge is None:
         raise MinirftError(f"{resolved}: the run has no judge; add judge.model=NAME to judge the pairs")
@@ -214,7 +217,7 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
     click.echo("generating base and tuned completions for held-out prompts…", err=True)
     result = evaluate(r, adapter, data=prompts, limit=limit, checks=extra, samples=samples, temperature=temperature,
                       examples=examples)
-    write_text(run_dir / "eval.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    write_text(guard(run_dir, run_dir / "eval.json"), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     if as_json:
         click.echo(json.dumps(result, indent=1, ensure_ascii=False))
         return
