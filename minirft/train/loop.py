@@ -575,13 +575,20 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
     return m
 
 
+LOG_PROMPT_CHARS = 20_000  # a sample record keeps a long prompt's end (what the policy saw), not megabytes of it
+
+
+def _log_text(text: str) -> str:
+    return text if len(text) <= LOG_PROMPT_CHARS else "[…] " + text[-LOG_PROMPT_CHARS:]
+
+
 def _sample(batch: Batch, k: int) -> dict:
     """Completion ``k`` of the step as a log record: rewards, advantage, the judge's verdict."""
     score = batch.scores[k]
     reward = float(batch.rewards[k])
     g, i = divmod(k, batch.group_size)
     return {
-        "group": g, "index": i, "prompt": batch.rows[g].prompt, "completion": batch.completions[k],
+        "group": g, "index": i, "prompt": _log_text(batch.rows[g].prompt), "completion": batch.completions[k],
         "reward": None if math.isnan(reward) else reward, "advantage": float(batch.advantages[k]),
         "rewards": {name: values[k] for name, values in batch.per_reward.items()},
         "criteria": dict(score.criteria) if score is not None else {},
