@@ -62,13 +62,13 @@ def guard(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 def open_append(path: str | os.PathLike, run_dir: str | os.PathLike | None = None, *,
                 mode: int = 0o666) -> int:
-    """An ``O_APPEND`` file descriptor for ``path`` (created if absent) that never follows a link:
+    """An ``O_APPEND`` (read-write) file descriptor for ``path`` (created if absent) that never follows a link:
     ``O_NOFOLLOW`` refuses a link at the file itself, :func:`guard` one in the folders above it."""
     path = Path(path)
     if run_dir is not None:
         guard(run_dir, path)
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _link_error(path) from None
@@ -99,19 +99,24 @@ class RunLock:
         self.path = self.run_dir / LOCK_FILE
         self.what = what
         self.fd: int | None = None
-        self.created = False
+        self.created = False  # the dir did not exist: acquire made it
+        self.made_dirs: list[Path] = []
+        self.made_file = False  # nor did the lock file
 
     def acquire(self) -> "RunLock":
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise MinirftError(f"{self.run_dir}: not a directory")
         if not self.run_dir.exists():
+            missing = [self.run_dir, *(p for p in self.run_dir.parents if not p.exists())]
             try:
                 self.run_dir.mkdir(parents=True)
                 self.created = True
+                self.made_dirs = missing  # the run dir and any parents (runs/) made for it, innermost first
             except FileExistsError:
                 pass
             except OSError as exc:
                 raise MinirftError(f"{self.run_dir}: cannot create the run dir ({exc.strerror})") from None
+        self.made_file = not (self.path.exists() or self.path.is_symlink())
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
@@ -149,20 +154,21 @@ class RunLock:
             self.fd = None
 
     def forget_dir(self) -> None:
-        """Release; and when :meth:`acquire` created the dir and nothing but the lock is in it (a run
-        that failed before it started), remove it again, so such a run leaves nothing behind."""
+        """Release; and when nothing but the lock is in the dir (a run that failed before it started),
+        remove what :meth:`acquire` made (the lock file, the dir), so such a run leaves nothing behind."""
         try:
-            alone = self.created and [p.name for p in self.run_dir.iterdir()] == [LOCK_FILE]
+            alone = self.made_file and [p.name for p in self.run_dir.iterdir()] == [LOCK_FILE]
         except OSError:
             alone = False
         if alone:
             self.path.unlink(missing_ok=True)  # while still held: no one can have locked it meanwhile
         self.release()
-        if alone:
-            try:
-                self.run_dir.rmdir()
-            except OSError:
-                pass
+        if alone and self.created:
+            for d in self.made_dirs:  # innermost first; a folder something else has written into stays
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

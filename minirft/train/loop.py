@@ -287,7 +287,7 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool = False, overwrite: bo
 
     # Reward-hacking and drift detectors (minirft.train.monitor): warnings in the log and on stderr.
     monitor = RunMonitor(rubric_texts(recipe.judge))
-    limits = _LimitNotes(recipe, log, say)
+    limits = _LimitNotes(recipe, log, say, context=policy_context(policy))
     status, message = "failed", "crashed"
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
@@ -408,9 +408,10 @@ class _LimitNotes:
     prompts longer than ``policy.max_prompt_tokens`` (the start is dropped, the end kept) and
     responses longer than the judge reads (``judge.max_candidate_tokens`` × 4 characters)."""
 
-    def __init__(self, recipe: Recipe, log: EventLog, say: Callable[[str], None]) -> None:
+    def __init__(self, recipe: Recipe, log: EventLog, say: Callable[[str], None], context: int | None = None) -> None:
         self.recipe, self.log, self.say = recipe, log, say
-        self.prompts_said = self.responses_said = False
+        self.prompts_said = self.responses_said = self.context_said = False
+        self.context = context  # the policy model's context (max_position_embeddings), when it says
 
     def _note(self, step: int, message: str, **fields: Any) -> None:
         self.log.event(step, "warning", message, **fields)
@@ -423,12 +424,25 @@ class _LimitNotes:
                              f"{self.recipe.policy.max_prompt_tokens} tokens: only their last "
                              f"{self.recipe.policy.max_prompt_tokens} tokens are given to the policy "
                              "(said once per run)", limit="policy.max_prompt_tokens")
+        longest = getattr(getattr(batch, "generated", None), "prompt_len", 0) + self.recipe.generation.max_new_tokens
+        if self.context and longest > self.context and not self.context_said:
+            self.context_said = True
+            self._note(step, f"a prompt of {longest - self.recipe.generation.max_new_tokens} tokens + "
+                             f"generation.max_new_tokens={self.recipe.generation.max_new_tokens} is longer than the "
+                             f"policy's context of {self.context} tokens (max_position_embeddings): positions past "
+                             "it are outside what the model was trained on; lower policy.max_prompt_tokens "
+                             "(said once per run)", limit="policy.context")
         if getattr(judge, "clipped", 0) and not self.responses_said:
             self.responses_said = True
             self._note(step, f"{judge.clipped} response(s) longer than {judge.clip_chars} characters "
                              f"(judge.max_candidate_tokens={self.recipe.judge.max_candidate_tokens} x 4): "
                              "the judge reads only their start (said once per run)",
                        limit="judge.max_candidate_tokens")
+
+
+def policy_context(policy: Any) -> int | None:
+    value = getattr(getattr(getattr(policy, "model", None), "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _start_run(recipe: Recipe, run_dir: Path, *, resume: bool, argv: list[str],
