@@ -160,6 +160,7 @@ def _export(run_dir: Path, fmt: str, out: Path, *, quant: str | None, dtype: str
         tmp = out.with_name(out.name + ".partial")
         with _removed_on_error(tmp):
             n = gguf_export.write_lora_gguf(adapter, config, tmp, quant=quant, name=f"{run_dir.name} LoRA")
+            _check_whole(tmp, out)
             tmp.replace(out)
         summary.update(adapted_weights=n, precision=quant, base_gguf=str(gguf_file) if gguf_file else None)
         if gguf_file is not None:
@@ -181,6 +182,7 @@ def _export(run_dir: Path, fmt: str, out: Path, *, quant: str | None, dtype: str
         with _removed_on_error(tmp):
             counts = gguf_export.write_model_gguf(model, tokenizer, tmp, quant=quant, tokenizer_dir=Path(tok_dir),
                                                   source_gguf=gguf_file, name=f"{run_dir.name} merged")
+            _check_whole(tmp, out)
             tmp.replace(out)
     summary["tensor_types"] = counts
     summary["precision"] = quant
@@ -191,6 +193,22 @@ def _export(run_dir: Path, fmt: str, out: Path, *, quant: str | None, dtype: str
                            f"dequantized, so this {quant} file holds those weights plus the adapter's delta: "
                            "the base's precision, not better")
     return summary
+
+
+def _check_whole(tmp: Path, out: Path) -> None:
+    """Read the written GGUF back before it takes ``out``'s place: gguf's writer (numpy ``tofile``) can
+    stop at a full disk without an error, leaving a truncated file that looks written."""
+    import gguf
+
+    size = tmp.stat().st_size
+    try:
+        reader = gguf.GGUFReader(str(tmp))
+        whole = all(t.data_offset + t.n_bytes <= size for t in reader.tensors)
+        del reader
+    except Exception:  # noqa: BLE001 - any failure to parse it back means it is not whole
+        whole = False
+    if not whole:
+        raise write_error(out, OSError(0, f"only {size} bytes reached the disk; is it full?"), "the export")
 
 
 @contextmanager

@@ -250,8 +250,13 @@ def writable_parent(path: Path) -> None:
         raise MinirftError(f"{parent}: the folder is not writable; cannot write {path.name} there")
 
 
-def write_error(path: str | os.PathLike, exc: OSError, what: str = "") -> MinirftError:
-    """One line for a write that failed (a full disk, a read-only folder): the file, what, and why."""
-    why = exc.strerror or str(exc)
+def write_error(path: str | os.PathLike, exc: BaseException, what: str = "") -> MinirftError:
+    """One line for a write that failed (a full disk, a read-only folder): the file, what, and why.
+    (torch.save reports a full disk as a RuntimeError about stream positions: said as such.)"""
+    if isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+    else:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        why = f"{first}; is the disk full?"
     return MinirftError(f"{path}: could not write {what or 'it'} ({why}); nothing half-written was left")
 

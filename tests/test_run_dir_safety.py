@@ -296,14 +296,30 @@ main()
 """
 
 
-def test_a_write_that_fails_is_one_line_and_leaves_no_partial_file(finished, tmp_path):
+@pytest.mark.parametrize("limit", [1024, 4096])  # 4096: where gguf's own writer stops without an error
+def test_a_write_that_fails_is_one_line_and_leaves_no_partial_file(finished, tmp_path, limit):
     out = tmp_path / "big.gguf"
-    res = subprocess.run([sys.executable, "-c", FULL_DISK, "export", str(finished), "--format", "lora-gguf",
+    script = FULL_DISK.replace("4096", str(limit))
+    res = subprocess.run([sys.executable, "-c", script, "export", str(finished), "--format", "lora-gguf",
                           "--out", str(out)], capture_output=True, text=True, env=env(), timeout=300)
     assert res.returncode == 1, res.stderr
     line = one_error_line(res.stderr)
     assert str(out) in line and "could not write the export" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the file nor a .partial
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line(world, tmp_path):
+    run = tmp_path / "run"
+    script = FULL_DISK.replace("4096, 4096", "32768, 32768")  # the log fits; the optimizer state (56 kB) does not
+    recipe = toy_recipe(world, name="fulldisk.yaml")
+    res = subprocess.run([sys.executable, "-c", script, "train", str(recipe), "--run-dir", str(run)],
+                         capture_output=True, text=True, env=env(), timeout=300, cwd=world)
+    assert res.returncode == 1, res.stderr
+    line = one_error_line(res.stderr)
+    assert f"{run / 'checkpoints' / 'step-2'}: could not write the checkpoint" in line
+    assert list((run / "checkpoints").iterdir()) == []  # no half-written checkpoint (nor its temp dir)
+    end = read_events(run / "events.jsonl")[-1]
+    assert end["type"] == "run_end" and end["status"] == "failed" and "could not write" in end["message"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

@@ -345,7 +345,8 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool = False, overwrite: bo
                     path = save_checkpoint(ckpt_root, step, policy=policy, optimizer=optimizer, scheduler=scheduler,
                                            state={"data_position": sampler.position},
                                            keep_last=recipe.checkpoint.keep_last)
-                except OSError as exc:  # a full disk: the half-written temp dir is already gone
+                except (OSError, RuntimeError) as exc:  # a full disk (torch.save says RuntimeError): the
+                    # half-written temp dir is already gone, the previous checkpoint stands
                     raise rundir.write_error(ckpt_root / f"step-{step}", exc, "the checkpoint") from None
                 log.event(step, "checkpoint", f"saved {path.relative_to(run_dir)}", path=str(path))
             if on_step is not None:
