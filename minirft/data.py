@@ -120,15 +120,27 @@ def iter_csv(path: Path) -> Iterator[tuple[str, int, dict]]:
     except UnicodeDecodeError as exc:
         err = not_utf8(path, data, exc)
         raise MinirftError(f"{err} — save the file as UTF-8 (Excel: \"CSV UTF-8\")") from None
+    csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_PROMPT_CHARS))  # a cell may hold a whole chat
     with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         start = 2
-        for raw in reader:
+        for raw in _csv_rows(reader, path):
             where = f"{path}:{start}"
             if None in raw:
                 raise MinirftError(f"{where}: more cells than header columns ({len(reader.fieldnames or [])})")
             yield where, start, {k: v for k, v in raw.items() if v not in ("", None)}
             start = reader.line_num + 1
+
+
+def _csv_rows(reader: csv.DictReader, path: Path) -> Iterator[dict]:
+    """The reader's rows; a row csv cannot parse (a cell over the size limit…) is an error naming its line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise MinirftError(f"{path}:{reader.line_num}: not a readable CSV row ({exc})") from None
 
 
 def iter_parquet(path: Path) -> Iterator[tuple[str, int, dict]]:
