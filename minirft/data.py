@@ -140,7 +140,7 @@ def _csv_rows(reader: csv.DictReader, path: Path) -> Iterator[dict]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise MinirftError(f"{path}:{reader.line_num}: not a readable CSV row ({exc})") from None
+            raise MinirftError(f"{path}:{reader.line_num + 1}: not a readable CSV row ({exc})") from None
 
 
 def iter_parquet(path: Path) -> Iterator[tuple[str, int, dict]]:
