@@ -163,6 +163,7 @@ class EventReader:
 # and counted like a line that is not JSON. Metrics are numbers or null (a few are text); ±inf becomes null.
 MAX_STEP = 10**12
 TEXT_METRICS = {"calibration"}
+RECIPE_SECTIONS = ("policy", "judge", "data", "generation", "training", "checkpoint", "logging")
 _SAMPLE_TEXT = ("completion", "rationale", "judge_error")
 _SAMPLE_DICTS = ("rewards", "criteria", "criterion_rationales", "attributions", "panel")
 
@@ -231,6 +232,9 @@ def check_record(rec: Any) -> str | None:
         for k in ("recipe", "versions"):
             if rec.get(k) is not None and not isinstance(rec[k], dict):
                 return f"{k} must be an object"
+        for section, value in (rec.get("recipe") or {}).items():
+            if section in RECIPE_SECTIONS and value is not None and not isinstance(value, dict):
+                return f"recipe.{section} must be an object"
         for k in ("run_name", "policy_model", "judge_model", "device"):
             if rec.get(k) is not None and not isinstance(rec[k], str):
                 return f"{k} must be text"

@@ -59,6 +59,7 @@ FOREIGN = [
     {"type": "sample", "time": 1.0, "step": 2, "group": 0, "index": 2, "completion": "x", "rewards": {"a": "1"}},
     {"type": "event", "time": 1.0, "step": 2, "kind": ["warning"], "message": "x"},
     {"type": "run_start", "time": 1.0, "step": 0, "total_steps": "many"},
+    {"type": "run_start", "time": 1.0, "step": 0, "recipe": {"judge": "gemma"}},
     {"type": "run_end", "time": 1.0, "step": 2, "status": 1},
     {"type": "party", "time": 1.0, "step": 2},
     {"time": 1.0, "step": 2},
