@@ -211,10 +211,11 @@ def check_fresh(run_dir: Path, *, overwrite: bool = False) -> None:
 
 
 def clear(run_dir: Path) -> None:
-    """Remove everything in ``run_dir`` but the lock (``--overwrite``, with the lock held). Links are
-    removed as links: nothing outside the dir is touched."""
+    """Remove everything in ``run_dir`` but what a fresh run may find there (the lock, the log
+    ``train --tui`` is writing): ``--overwrite``, with the lock held. Links are removed as links:
+    nothing outside the dir is touched."""
     for p in run_dir.iterdir():
-        if p.name == LOCK_FILE:
+        if p.name in FRESH_OK:
             continue
         if p.is_symlink() or not p.is_dir():
             p.unlink()

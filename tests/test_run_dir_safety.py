@@ -245,6 +245,28 @@ def test_two_trainers_on_one_run_dir(world, finished, tmp_path):
     assert len(steps) == len(set(steps))  # no step logged twice
 
 
+def test_stopped_before_the_first_checkpoint_does_not_offer_resume(world, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "minirft", "train", str(toy_recipe(world, name="stop.yaml")),
+                             "--run-dir", str(run), "training.steps=400", "checkpoint.every=1000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        deadline = time.time() + 120
+        while not (run / "events.jsonl").exists() or not any(
+                e["type"] == "step" for e in read_events(run / "events.jsonl")):
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "continue with: minirft train --resume" not in err
+    assert "no checkpoint was saved yet" in err and f"--resume {run} --from-scratch" in err
+    end = read_events(run / "events.jsonl")[-1]
+    assert end["status"] == "stopped" and "no checkpoint was saved yet" in end["message"]
+
+
 def test_resume_hint_only_offers_what_exists(tmp_path):
     from minirft.train.loop import resume_hint
 

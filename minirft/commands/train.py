@@ -79,7 +79,7 @@ def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool
     argv += ["--overwrite"] if overwrite else []
 
     if engine == "trl":
-        _train_trl(recipe, target, resume, tui, argv, explicit_dir=run_dir is not None)
+        _train_trl(recipe, target, resume, tui, argv, explicit_dir=run_dir is not None, overwrite=overwrite)
         return
     if tui:
         check_recipe(recipe)  # a bad recipe is an error here, on the terminal, not in the child's log
@@ -105,7 +105,8 @@ def train_command(args: tuple[str, ...], resume: Path | None, from_scratch: bool
     click.echo(f"done: adapter in {target / 'adapter'}", err=True)
 
 
-def _train_trl(recipe, target: Path, resume: Path | None, tui: bool, argv: list[str], *, explicit_dir: bool) -> None:
+def _train_trl(recipe, target: Path, resume: Path | None, tui: bool, argv: list[str], *, explicit_dir: bool,
+               overwrite: bool = False) -> None:
     if resume is not None or tui:
         raise MinirftError("--engine trl: --resume and --tui are minirft-engine options (watch a TRL run with "
                            "`minirft watch RUN_DIR`)")
@@ -113,14 +114,24 @@ def _train_trl(recipe, target: Path, resume: Path | None, tui: bool, argv: list[
         raise MinirftError("--engine trl under several processes needs --run-dir DIR (the same for every process)")
     from minirft.train.trl_engine import train_trl
 
+    from minirft import rundir
+
     main = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun only rank 0 talks
-    if main:
+    lock = None
+    if main:  # rank 0 writes the run dir: the same rules as the minirft engine (one writer, never twice)
+        rundir.check_fresh(target, overwrite=overwrite)
+        lock = rundir.RunLock(target, "minirft train --engine trl").acquire()
+        if overwrite:
+            rundir.clear(target)
         click.echo(f"run dir: {target}", err=True)
     try:
         train_trl(recipe, target, argv=argv, quiet=not main)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
         sys.exit(130)
+    finally:
+        if lock is not None:
+            lock.forget_dir()
     if main:
         click.echo(f"done: adapter in {target / 'adapter'}", err=True)
 
