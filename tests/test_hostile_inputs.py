@@ -20,7 +20,7 @@ from fault_fixtures import env, invoke, lines, make_world, toy_recipe
 
 from minirft.data import MAX_PROMPT_CHARS, load_prompts, parse_row
 from minirft.errors import MinirftError
-from minirft.events import EventReader, check_record
+from minirft.events import EventReader, check_record, read_events
 from minirft.labels import LabelBook
 from minirft.recipe import load_recipe
 from minirft.rewards import REGEX_TIMEOUT_S, build_rewards, call_reward
@@ -327,10 +327,11 @@ def test_a_python_reward_that_fails_is_named(fn, expect):
 def test_a_failing_python_reward_ends_the_run_with_one_line(world, tmp_path):
     recipe = toy_recipe(world, name="boom.yaml", rewards=[{"type": "python", "name": "boom",
                                                            "function": "test_hostile_inputs:raises_reward"}])
-    res = subprocess.run([sys.executable, "-m", "minirft", "train", str(recipe), "--run-dir", str(tmp_path / "run")],
-                         capture_output=True, text=True, env=env(), timeout=300)
-    assert res.returncode == 1
-    assert "reward 'boom'" in one_error_line(res.stderr) and "raised KeyError" in res.stderr
+    res = invoke("train", recipe, "--run-dir", tmp_path / "run")
+    assert res.exit_code == 1
+    assert "reward 'boom'" in one_error_line(res.output) and "raised KeyError" in res.output
+    end = [e for e in read_events(tmp_path / "run" / "events.jsonl") if e["type"] == "run_end"]
+    assert end[0]["status"] == "failed" and "reward 'boom'" in end[0]["message"]
 
 
 def test_excel_csv_with_a_bom_and_a_cp1252_file(tmp_path):

@@ -318,11 +318,9 @@ main()
 """
 
 
-@pytest.mark.parametrize("limit", [1024, 4096])  # 4096: where gguf's own writer stops without an error
-def test_a_write_that_fails_is_one_line_and_leaves_no_partial_file(finished, tmp_path, limit):
-    out = tmp_path / "big.gguf"
-    script = FULL_DISK.replace("4096", str(limit))
-    res = subprocess.run([sys.executable, "-c", script, "export", str(finished), "--format", "lora-gguf",
+def test_a_write_that_fails_is_one_line_and_leaves_no_partial_file(finished, tmp_path):
+    out = tmp_path / "big.gguf"  # 4096 bytes in: where gguf's own writer stops without an error
+    res = subprocess.run([sys.executable, "-c", FULL_DISK, "export", str(finished), "--format", "lora-gguf",
                           "--out", str(out)], capture_output=True, text=True, env=env(), timeout=300)
     assert res.returncode == 1, res.stderr
     line = one_error_line(res.stderr)
