@@ -217,52 +217,62 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
         lock.release()
 
 
+def start_trainer(args: list, log: Path) -> subprocess.Popen:
+    """A real `minirft train` process; its stderr goes to a file (a pipe nobody reads would fill and block it)."""
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "minirft", "train", *map(str, args)],
+                                stdout=subprocess.DEVNULL, stderr=fh, env=env())
+
+
+def wait_for_steps(proc: subprocess.Popen, run: Path, log: Path, starts: int = 1) -> None:
+    """Until the process has logged its own run_start (the ``starts``-th) and a step after it."""
+    deadline = time.time() + 120
+    while True:
+        events = read_events(run / "events.jsonl") if (run / "events.jsonl").exists() else []
+        begun = [i for i, e in enumerate(events) if e["type"] == "run_start"]
+        if len(begun) >= starts and any(e["type"] == "step" for e in events[begun[starts - 1]:]):
+            return
+        assert proc.poll() is None, log.read_text()
+        assert time.time() < deadline, "the trainer did not start"
+        time.sleep(0.1)
+
+
 def test_two_trainers_on_one_run_dir(world, finished, tmp_path):
     """A real `minirft train` holds the lock for its whole life; a concurrent --resume stops at once."""
     run = copy_run(finished, tmp_path / "run")
-    first = subprocess.Popen([sys.executable, "-m", "minirft", "train", "--resume", str(run), "training.steps=400",
-                              "checkpoint.every=1000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, env=env())
+    log = tmp_path / "first.log"
+    first = start_trainer(["--resume", run, "training.steps=100000", "checkpoint.every=100000"], log)
     try:
-        deadline = time.time() + 120
-        while sum(1 for e in read_events(run / "events.jsonl") if e["type"] == "run_start") < 2:  # it has started
-            assert first.poll() is None, first.stderr.read()
-            assert time.time() < deadline, "the first trainer did not start"
-            time.sleep(0.2)
-        steps_before = len(read_events(run / "events.jsonl"))
+        wait_for_steps(first, run, log, starts=2)
         second = subprocess.run([sys.executable, "-m", "minirft", "train", "--resume", str(run), "training.steps=400"],
                                 capture_output=True, text=True, env=env(), timeout=120)
         assert second.returncode == 1
         line = one_error_line(second.stderr)
         assert f"in use by pid {first.pid} (minirft train)" in line
-        assert len(read_events(run / "events.jsonl")) >= steps_before  # the second wrote nothing
     finally:
-        first.send_signal(signal.SIGTERM)
+        first.send_signal(signal.SIGTERM)  # the TUI's "stop training": run_end stopped, exit 130
         first.wait(timeout=60)
-    starts = [e for e in read_events(run / "events.jsonl") if e["type"] == "run_start"]
-    assert len(starts) == 2  # the finished run's, and the first trainer's: never the refused one's
-    steps = [e["step"] for e in read_events(run / "events.jsonl") if e["type"] == "step" and e["step"] > 2]
-    assert len(steps) == len(set(steps))  # no step logged twice
+    assert first.returncode == 130, log.read_text()
+    events = read_events(run / "events.jsonl")
+    assert [e["type"] for e in events].count("run_start") == 2  # the finished run's and the first trainer's only
+    steps = [e["step"] for e in events if e["type"] == "step" and e["step"] > 2]
+    assert steps and len(steps) == len(set(steps))  # no step logged twice
 
 
 def test_stopped_before_the_first_checkpoint_does_not_offer_resume(world, tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "minirft", "train", str(toy_recipe(world, name="stop.yaml")),
-                             "--run-dir", str(run), "training.steps=400", "checkpoint.every=1000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    run, log = tmp_path / "run", tmp_path / "train.log"
+    proc = start_trainer([toy_recipe(world, name="stop.yaml"), "--run-dir", run, "training.steps=100000",
+                          "checkpoint.every=100000"], log)
     try:
-        deadline = time.time() + 120
-        while not (run / "events.jsonl").exists() or not any(
-                e["type"] == "step" for e in read_events(run / "events.jsonl")):
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        wait_for_steps(proc, run, log)
+        proc.send_signal(signal.SIGTERM)  # (not SIGINT: a background job may inherit it ignored)
+        proc.wait(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130
+    err = log.read_text()
+    assert proc.returncode == 130, err
     assert "continue with: minirft train --resume" not in err
-    assert "no checkpoint was saved yet" in err and f"--resume {run} --from-scratch" in err
+    assert "no checkpoint was saved yet" in err and f"--resume {run} --from-scratch" in err, err
     end = read_events(run / "events.jsonl")[-1]
     assert end["status"] == "stopped" and "no checkpoint was saved yet" in end["message"]
 
