@@ -16,16 +16,21 @@ datasets folders, counted from 1).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from minirft.errors import MinirftError, not_utf8
+from minirft.errors import MinirftError, not_utf8, read_utf8
 
 ROLES = {"system", "user", "assistant"}
 CANONICAL = ("prompt", "messages", "reference")
+# A prompt (all its turns) longer than this is refused: training keeps only its last
+# policy.max_prompt_tokens tokens anyway, and a many-megabyte prompt would cost gigabytes to tokenize,
+# judge and log. 1,000,000 characters is about 250k tokens, beyond any context minirft trains with.
+MAX_PROMPT_CHARS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,16 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
                 raw = data.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise not_utf8(path, data, exc, first_line=lineno) from None
+            if lineno == 1:
+                raw = raw.removeprefix("\ufeff")  # a byte-order mark (Windows editors) is not data
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise MinirftError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            except RecursionError:
+                raise MinirftError(f"{path}:{lineno}: the JSON nests too deeply to be a data row") from None
             if not isinstance(obj, dict):
                 raise MinirftError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
@@ -69,12 +78,14 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 def iter_json(path: Path) -> Iterator[tuple[str, int, dict]]:
     """A JSON array of row objects (or an object holding exactly one such array), each with its line."""
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path).removeprefix("\ufeff")
     decoder = json.JSONDecoder()
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MinirftError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise MinirftError(f"{path}: the JSON nests too deeply to be a data file") from None
     if isinstance(doc, dict):
         arrays = [k for k, v in doc.items() if isinstance(v, list)]
         if len(arrays) != 1:
@@ -102,15 +113,34 @@ def iter_json(path: Path) -> Iterator[tuple[str, int, dict]]:
 
 def iter_csv(path: Path) -> Iterator[tuple[str, int, dict]]:
     """Rows of a CSV (TSV for ``.tsv``) with a header; an empty cell is a missing value."""
-    with path.open(encoding="utf-8", newline="") as fh:
+    data = path.read_bytes()
+    try:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which is not part of the first header
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        err = not_utf8(path, data, exc)
+        raise MinirftError(f"{err} — save the file as UTF-8 (Excel: \"CSV UTF-8\")") from None
+    csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_PROMPT_CHARS))  # a cell may hold a whole chat
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         start = 2
-        for raw in reader:
+        for raw in _csv_rows(reader, path):
             where = f"{path}:{start}"
             if None in raw:
                 raise MinirftError(f"{where}: more cells than header columns ({len(reader.fieldnames or [])})")
             yield where, start, {k: v for k, v in raw.items() if v not in ("", None)}
             start = reader.line_num + 1
+
+
+def _csv_rows(reader: csv.DictReader, path: Path) -> Iterator[dict]:
+    """The reader's rows; a row csv cannot parse (a cell over the size limit…) is an error naming its line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise MinirftError(f"{path}:{reader.line_num + 1}: not a readable CSV row ({exc})") from None
 
 
 def iter_parquet(path: Path) -> Iterator[tuple[str, int, dict]]:
@@ -176,7 +206,7 @@ def parse_messages(value: Any, where: str) -> tuple[dict, ...]:
     if isinstance(value, str):  # a CSV cell holds the chat as JSON text
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise MinirftError(f"{where}: `messages` must be a JSON list of {{role, content}} objects") from None
     if not isinstance(value, list) or not value:
         raise MinirftError(f"{where}: `messages` must be a non-empty list of {{role, content}} objects")
@@ -202,6 +232,10 @@ def parse_row(obj: dict, where: str, lineno: int = 0) -> PromptRow:
         messages: tuple[dict, ...] = ({"role": "user", "content": obj["prompt"]},)
     else:
         messages = parse_messages(obj["messages"], where)
+    size = sum(len(m["content"]) for m in messages)
+    if size > MAX_PROMPT_CHARS:
+        raise MinirftError(f"{where}: the prompt is {size:,} characters; the limit is {MAX_PROMPT_CHARS:,} "
+                           "(training keeps only its last policy.max_prompt_tokens tokens): shorten it")
     reference = obj.get("reference")
     if reference is not None and not isinstance(reference, (str, int, float)):
         raise MinirftError(f"{where}: `reference` must be a string or a number")

@@ -16,7 +16,8 @@ Listeners given to :class:`EventLog` (the experiment trackers of ``logging.repor
 
 The trainer is the only writer; the TUI, ``minirft watch`` and ``minirft report`` only read, so they
 work on a live run and a finished one alike. Readers ignore a partial last line until it completes,
-and count (``EventReader.skipped``) any other line they cannot read, so a viewer can say so. A writer
+and count (``EventReader.skipped``) any other line they cannot read — not JSON, or JSON of the wrong
+shape (``check_record``: a foreign or damaged log) — so a viewer can say so and never crashes on it. A writer
 that finds a partial last line (a run killed mid-write) cuts it off before appending, so the next
 record starts on a line of its own; ``EventLog.repaired`` says what was cut.
 """
@@ -24,10 +25,13 @@ record starts on a line of its own; ``EventLog.repaired`` says what was cut.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from minirft.rundir import open_append, open_update
 
 EVENT_TYPES = ("run_start", "step", "sample", "event", "run_end")
 
@@ -39,7 +43,8 @@ class EventLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repaired = _cut_partial_line(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        # O_NOFOLLOW: a run dir from elsewhere with events.jsonl linked to another file is refused, never appended to
+        self._fh = os.fdopen(open_append(self.path), "a", encoding="utf-8")
         self.listeners = list(listeners)  # callables fed each record (and closed with the log)
 
     def write(self, type: str, step: int, **fields: Any) -> dict:
@@ -74,8 +79,11 @@ class EventLog:
 
 def _cut_partial_line(path: Path) -> str | None:
     """Truncate an unterminated last line (a record a kill cut in half); a message saying so, or None."""
+    fd = open_update(path)
+    if fd is None:
+        return None
     try:
-        with open(path, "rb+") as fh:
+        with os.fdopen(fd, "rb+") as fh:
             size = fh.seek(0, os.SEEK_END)
             if size == 0:
                 return None
@@ -119,7 +127,8 @@ class EventReader:
         self._offset = 0
         self._partial = b""
         self._lineno = 0
-        self.skipped: list[int] = []  # line numbers of lines that were not a JSON object
+        self.skipped: list[int] = []  # line numbers of lines that were not a record (see check_record)
+        self.problems: dict[int, str] = {}  # line number -> what was wrong with it
 
     def read_new(self) -> list[dict]:
         try:
@@ -140,11 +149,100 @@ class EventReader:
                 record = json.loads(line)
             except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
                 record = None
-            if isinstance(record, dict):
+            except RecursionError:  # JSON nested thousands deep
+                record = None
+            problem = check_record(record)
+            if problem is None:
                 out.append(record)
-            else:  # a corrupt line (e.g. a crash mid-write in an old run) is counted and skipped, not fatal
+            else:  # a corrupt line (e.g. a crash mid-write in an old run) or a foreign record: counted, skipped
                 self.skipped.append(self._lineno)
+                self.problems[self._lineno] = problem
         return out
+
+
+# The shape every reader (watch, the TUI, report, track) may rely on; a record that does not fit is skipped
+# and counted like a line that is not JSON. Metrics are numbers or null (a few are text); ±inf becomes null.
+MAX_STEP = 10**12
+TEXT_METRICS = {"calibration"}
+RECIPE_SECTIONS = ("policy", "judge", "data", "generation", "training", "checkpoint", "logging")
+_SAMPLE_TEXT = ("completion", "rationale", "judge_error")
+_SAMPLE_DICTS = ("rewards", "criteria", "criterion_rationales", "attributions", "panel")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_record(rec: Any) -> str | None:
+    """Why ``rec`` is not an event record readers can use (None when it is). Normalises in place what is
+    harmless to normalise: an infinite metric or score becomes null."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    kind = rec.get("type")
+    if kind not in EVENT_TYPES:
+        return f"unknown record type {str(kind)[:40]!r}"
+    step = rec.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or not -1 <= step <= MAX_STEP:
+        return f"step must be a whole number from -1 to {MAX_STEP}"
+    t = rec.get("time")
+    if t is not None and not (_is_num(t) and math.isfinite(t)):
+        return "time must be a finite number"
+    if kind == "step":
+        metrics = rec.get("metrics")
+        if not isinstance(metrics, dict):
+            return "a step record needs a metrics object"
+        for k, v in metrics.items():
+            if v is None or (isinstance(v, str) and k in TEXT_METRICS):
+                continue
+            if not _is_num(v):
+                return f"metric {k!r} is {type(v).__name__}, not a number"
+            if math.isinf(v):
+                metrics[k] = None
+    elif kind == "sample":
+        for k in ("group", "index"):
+            v = rec.get(k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_STEP):
+                return f"{k} must be a whole number >= 0"
+        if not isinstance(rec.get("prompt", ""), (str, list)):
+            return "prompt must be text (or chat messages)"
+        for k in _SAMPLE_TEXT:
+            if rec.get(k) is not None and not isinstance(rec[k], str):
+                return f"{k} must be text"
+        for k in ("reward", "advantage"):
+            v = rec.get(k)
+            if v is not None and not _is_num(v):
+                return f"{k} must be a number"
+            if v is not None and math.isinf(v):
+                rec[k] = None
+        for k in _SAMPLE_DICTS:
+            if rec.get(k) is not None and not isinstance(rec[k], dict):
+                return f"{k} must be an object"
+        for k in ("rewards", "criteria"):
+            for name, v in (rec.get(k) or {}).items():
+                if v is not None and not _is_num(v):
+                    return f"{k}.{name} must be a number"
+                if v is not None and math.isinf(v):
+                    rec[k][name] = None
+    elif kind == "event":
+        if not isinstance(rec.get("kind", ""), str) or not isinstance(rec.get("message", ""), str):
+            return "an event needs text kind and message"
+    elif kind == "run_start":
+        total = rec.get("total_steps")
+        if total is not None and (not isinstance(total, int) or isinstance(total, bool) or not 0 <= total <= MAX_STEP):
+            return "total_steps must be a whole number"
+        for k in ("recipe", "versions"):
+            if rec.get(k) is not None and not isinstance(rec[k], dict):
+                return f"{k} must be an object"
+        for section, value in (rec.get("recipe") or {}).items():
+            if section in RECIPE_SECTIONS and value is not None and not isinstance(value, dict):
+                return f"recipe.{section} must be an object"
+        for k in ("run_name", "policy_model", "judge_model", "device"):
+            if rec.get(k) is not None and not isinstance(rec[k], str):
+                return f"{k} must be text"
+    elif kind == "run_end":
+        if not isinstance(rec.get("status", ""), str) or not isinstance(rec.get("message", ""), str):
+            return "run_end needs text status and message"
+    return None
 
 
 def read_events(path: str | Path) -> list[dict]:

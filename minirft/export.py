@@ -22,11 +22,13 @@ import io
 import logging
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 from minirft.errors import MinirftError
+from minirft.rundir import WRITE_ERRNOS, check_output, write_error
 
 FORMATS = ("merged", "gguf", "lora-gguf")
 
@@ -110,9 +112,7 @@ def export_merged(model: Any, tokenizer: Any, out: Path, dtype: str) -> None:
 
     from minirft.atomic import atomic_dir
 
-    if out.exists() and any(out.iterdir()):
-        raise MinirftError(f"{out}: exists and is not empty; choose a new --out folder")
-    if out.exists():
+    if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
     from transformers.utils import logging as hf_logging
 
@@ -124,8 +124,20 @@ def export_merged(model: Any, tokenizer: Any, out: Path, dtype: str) -> None:
 
 
 def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, dtype: str = "float32",
-           adapter: Path | None = None, log: Any = None) -> dict[str, Any]:
-    """Export a run's tuned policy; returns a summary (format, out, precision, notes)."""
+           adapter: Path | None = None, log: Any = None, force: bool = False) -> dict[str, Any]:
+    """Export a run's tuned policy; returns a summary (format, out, precision, notes). An existing
+    ``out`` (file or non-empty folder, every format alike) is replaced only with ``force``; a write
+    that fails (read-only folder, full disk) is one MinirftError and leaves no partial file."""
+    try:
+        return _export(run_dir, fmt, out, quant=quant, dtype=dtype, adapter=adapter, log=log, force=force)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise write_error(out, exc, "the export") from None
+
+
+def _export(run_dir: Path, fmt: str, out: Path, *, quant: str | None, dtype: str, adapter: Path | None,
+            log: Any, force: bool) -> dict[str, Any]:
     from minirft import gguf_export
 
     say = log or (lambda msg: None)
@@ -140,15 +152,16 @@ def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, dtyp
     summary: dict[str, Any] = {"format": fmt, "out": str(out), "adapter": str(adapter), "base": recipe.policy.model}
     if fmt in ("gguf", "lora-gguf") and out.suffix.lower() != ".gguf":
         raise MinirftError(f"--out: a GGUF export is one file ending in .gguf, got {out}")
-    if fmt in ("gguf", "lora-gguf"):
-        out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out, force=force)  # before any model loads
 
     if fmt == "lora-gguf":
         path, extra, gguf_file = base_source(recipe)
         config = _base_config(path, extra)
         tmp = out.with_name(out.name + ".partial")
-        n = gguf_export.write_lora_gguf(adapter, config, tmp, quant=quant, name=f"{run_dir.name} LoRA")
-        tmp.replace(out)
+        with _removed_on_error(tmp):
+            n = gguf_export.write_lora_gguf(adapter, config, tmp, quant=quant, name=f"{run_dir.name} LoRA")
+            _check_whole(tmp, out)
+            tmp.replace(out)
         summary.update(adapted_weights=n, precision=quant, base_gguf=str(gguf_file) if gguf_file else None)
         if gguf_file is not None:
             summary["note"] = f"apply to the base it was trained on: --lora {out} with -m {gguf_file}"
@@ -166,9 +179,11 @@ def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, dtyp
     with tempfile.TemporaryDirectory() as tok_dir:  # the tokenizer files SpecialVocab reads (merges, ids)
         tokenizer.save_pretrained(tok_dir)
         tmp = out.with_name(out.name + ".partial")
-        counts = gguf_export.write_model_gguf(model, tokenizer, tmp, quant=quant, tokenizer_dir=Path(tok_dir),
-                                              source_gguf=gguf_file, name=f"{run_dir.name} merged")
-        tmp.replace(out)
+        with _removed_on_error(tmp):
+            counts = gguf_export.write_model_gguf(model, tokenizer, tmp, quant=quant, tokenizer_dir=Path(tok_dir),
+                                                  source_gguf=gguf_file, name=f"{run_dir.name} merged")
+            _check_whole(tmp, out)
+            tmp.replace(out)
     summary["tensor_types"] = counts
     summary["precision"] = quant
     if gguf_file is not None:
@@ -178,6 +193,31 @@ def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, dtyp
                            f"dequantized, so this {quant} file holds those weights plus the adapter's delta: "
                            "the base's precision, not better")
     return summary
+
+
+def _check_whole(tmp: Path, out: Path) -> None:
+    """Read the written GGUF back before it takes ``out``'s place: gguf's writer (numpy ``tofile``) can
+    stop at a full disk without an error, leaving a truncated file that looks written."""
+    import gguf
+
+    size = tmp.stat().st_size
+    try:
+        reader = gguf.GGUFReader(str(tmp))
+        whole = all(t.data_offset + t.n_bytes <= size for t in reader.tensors)
+        del reader
+    except Exception:  # noqa: BLE001 - any failure to parse it back means it is not whole
+        whole = False
+    if not whole:
+        raise write_error(out, OSError(0, f"only {size} bytes reached the disk; is it full?"), "the export")
+
+
+@contextmanager
+def _removed_on_error(tmp: Path) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _base_config(path: str, extra: dict) -> Any:

@@ -27,6 +27,7 @@ ties left out); accuracy, Cohen's κ and its 95% interval as :mod:`minirft.agree
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from minirft.agreement import KappaStats, grouped_kappa, kappa_interval, wilson  # noqa: F401 (re-exported)
+from minirft.rundir import open_append
 
 LABELS_FILE = "labels.jsonl"
 DRIFT_WINDOW = 20  # decisions (one per labelled criterion / overall / pair) the drift warning looks at
@@ -53,9 +55,12 @@ class LabelLog:
         row = {**row, "time": round(time.time(), 3)} if "time" not in row else dict(row)
         data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Never through a link (a labels.jsonl in someone else's run dir linked to ~/.bashrc, say), and one
+        # appender at a time (two viewers of one run): O_NOFOLLOW, and a short flock while the line goes in.
+        fd = open_append(self.path, mode=0o666)
         try:
-            if os.fstat(fd).st_size and not _ends_with_newline(self.path):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size and not _ends_with_newline(fd):
                 data = b"\n" + data  # a torn last line (a crash mid-write elsewhere) stays its own line
             view = memoryview(data)
             while view:
@@ -69,29 +74,71 @@ class LabelLog:
         return self.append({"undo": label_id})
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
+def _ends_with_newline(fd: int) -> bool:
+    return os.pread(fd, 1, os.fstat(fd).st_size - 1) == b"\n"
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Every complete JSON line of a label file (a torn or corrupt line is skipped); [] if absent."""
+def read_rows(path: str | Path, skipped: list[int] | None = None) -> list[dict]:
+    """Every complete label line of a file; [] if absent. A torn, corrupt or wrong-shaped line
+    (:func:`check_row`) is skipped, and its line number appended to ``skipped``."""
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         return []
     out = []
-    for line in raw.split(b"\n"):
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
+        except (ValueError, RecursionError):
+            obj = None
+        if check_row(obj) is None:
             out.append(obj)
+        elif skipped is not None:
+            skipped.append(lineno)
     return out
+
+
+_TEXT_FIELDS = ("prompt", "response", "chosen", "rejected")
+_INT_FIELDS = ("step", "group", "index", "a", "b")
+
+
+def check_row(obj: Any) -> str | None:
+    """Why ``obj`` is not a label line the UI and the agreement figures can use (None when it is)."""
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    if "undo" in obj:
+        return None if isinstance(obj["undo"], (str, int)) and not isinstance(obj["undo"], bool) else "bad undo id"
+    if obj.get("id") is not None and (not isinstance(obj["id"], (str, int)) or isinstance(obj["id"], bool)):
+        return "id must be text"
+    kind = obj.get("kind")
+    if kind not in (None, "rubric", "preference"):
+        return "kind must be rubric or preference"
+    for k in _INT_FIELDS:
+        if k in obj and (not isinstance(obj[k], int) or isinstance(obj[k], bool)):
+            return f"{k} must be a whole number"
+    if kind == "preference" and not all(k in obj for k in ("step", "group", "a", "b")):
+        return "a preference line needs step, group, a and b"
+    for k in _TEXT_FIELDS:
+        if obj.get(k) is not None and not isinstance(obj[k], str):
+            return f"{k} must be text"
+    labels = obj.get("labels")
+    if labels is not None and not (isinstance(labels, dict)
+                                   and all(v is None or isinstance(v, bool) for v in labels.values())):
+        return "labels must map criteria to true/false"
+    if obj.get("overall") is not None and not isinstance(obj["overall"], bool):
+        return "overall must be true, false or null"
+    if obj.get("human") is not None and obj["human"] not in ("a", "b"):
+        return "human must be \"a\" or \"b\""
+    judge = obj.get("judge")
+    if judge is not None:
+        if not isinstance(judge, dict):
+            return "judge must be an object"
+        crit = judge.get("criteria")
+        if crit is not None and not isinstance(crit, dict):
+            return "judge.criteria must be an object"
+    return None
 
 
 def standing_rows(rows: Iterable[Any]) -> list[Any]:
@@ -182,7 +229,8 @@ class LabelBook:
 
     def __init__(self, path: str | Path) -> None:
         self.log = LabelLog(path)
-        self.rows: list[dict] = read_rows(path)
+        self.skipped: list[int] = []  # line numbers of label lines that could not be read (left as they are)
+        self.rows: list[dict] = read_rows(path, self.skipped)
         self._index()
 
     @property

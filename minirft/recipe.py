@@ -27,7 +27,8 @@ from minirft.errors import MinirftError, read_utf8
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `.inf` / `.nan` for a float (lr, temperature, lora alpha, beta, weights…) is an error
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------- policy
@@ -285,9 +286,15 @@ class LengthReward(Section):
     type: Literal["length"]
     name: str = "length"
     weight: float = 1.0
-    min_chars: int = 0
-    max_chars: int = 10_000
+    min_chars: int = Field(0, ge=0)
+    max_chars: int = Field(10_000, ge=0)
     slack: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LengthReward":
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is larger than max_chars ({self.max_chars})")
+        return self
 
 
 class PythonReward(Section):
@@ -408,7 +415,7 @@ class TrainingConfig(Section):
     drop_zero_std_groups: bool = False
     # ...and up to this many extra rounds sample fresh prompts for the dropped groups' places.
     refill_rounds: int = Field(0, ge=0, le=16)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's seeds are 32-bit
     # CUDA only: cap this process's GPU memory at this many GB (torch's set_per_process_memory_fraction),
     # so a run proves it fits a smaller card; an allocation past it fails as out-of-memory. None: no cap.
     gpu_memory_gb: float | None = Field(None, gt=0)
@@ -534,11 +541,71 @@ class Recipe(Section):
 
 
 # ------------------------------------------------------------------------------------ loading
+# A recipe is a few hundred values; YAML aliases can make a tiny file stand for billions (an "alias
+# bomb": each level of `b: [*a, *a, …]` multiplies). A document whose aliases expand past this many
+# nodes is refused before anything walks it.
+MAX_YAML_NODES = 100_000
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """safe_load's loader, but a key given twice in one mapping is an error (PyYAML keeps the last one
+    silently, so a repeated section would drop the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_scalar(key_node)
+                if key in seen and key != "<<":
+                    raise _DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.again = key, first, again
+
+
+def _expanded_size(root: yaml.Node | None, limit: int) -> int:
+    """How many nodes ``root`` stands for with every alias expanded (counted once per node, with
+    memoisation, so a bomb is measured in time linear in its text); stops early past ``limit``."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int = 0) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if depth > 200:  # deeper than any recipe; also keeps the recursion bounded
+            return limit + 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        sizes[id(node)] = limit + 1  # a cycle (a recursive alias) counts as too large
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > limit:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(root) if root is not None else 0
+
+
 def _key_lines(text: str) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its 1-based line number."""
+    """Map each key path in a YAML document to its 1-based line number (an aliased node is walked at
+    its anchor only, so aliases cannot multiply the work)."""
     lines: dict[tuple, int] = {}
+    seen: set[int] = set()
 
     def walk(node: yaml.Node, path: tuple) -> None:
+        if id(node) in seen or len(path) > 200:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 sub = path + (key.value,)
@@ -688,10 +755,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
             raise MinirftError(f"'{path}': not a recipe file; an override needs a value: {path}=VALUE")
         raise MinirftError(f"{path}: no such recipe file")
     text = read_utf8(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise MinirftError(f"{path}{_yaml_error_line(exc)}: invalid YAML: {_yaml_problem(exc)}") from None
+    data = _load_yaml(path, text)
     if data is None:
         data = {}
     overridden: dict[tuple, str] = {}
@@ -702,6 +766,26 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         apply_override(data, key_path, value, text_override)
         overridden[tuple(key_path)] = text_override
     return validate_recipe(data, source=path, text=text, overridden=overridden)
+
+
+def _load_yaml(path: Path, text: str) -> Any:
+    """The recipe's YAML: refused when its aliases expand past MAX_YAML_NODES nodes, or a mapping
+    repeats a key; every error one line with the file and line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        n = _expanded_size(root, MAX_YAML_NODES)
+        if n > MAX_YAML_NODES:
+            raise MinirftError(f"{path}: the YAML stands for more than {MAX_YAML_NODES:,} values once its aliases "
+                               "(*name) are expanded, or nests deeper than 200 levels; a recipe is far smaller "
+                               "(an alias bomb?)")
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise MinirftError(f"{path}:{exc.again}: key '{exc.key}' is given twice in one section (first on line "
+                           f"{exc.first}); YAML would keep only the last one") from None
+    except yaml.YAMLError as exc:
+        raise MinirftError(f"{path}{_yaml_error_line(exc)}: invalid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise MinirftError(f"{path}: the YAML nests too deeply to be a recipe") from None
 
 
 def _yaml_error_line(exc: yaml.YAMLError) -> str:

@@ -428,5 +428,9 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report.html"
+    if out.parent.resolve() == run_dir.resolve():
+        from minirft.rundir import guard
+
+        guard(run_dir, run_dir / out.name)  # report.html in the run dir: never written through a link
     write_text(out, render(load_run(run_dir)))
     return out

@@ -32,6 +32,34 @@ class NamedReward:
     name: str
     weight: float
     fn: RewardFn
+    source: str = ""  # where it was configured (``rewards.2`` / a python function's dotted path), for errors
+
+
+# A regex reward (or an exact_match `extract`) gets this long per completion: a pattern with catastrophic
+# backtracking (``(a+)+$`` on a long run of a's) stops the run with an error naming the reward instead of
+# hanging the step. Sane patterns on a completion take microseconds.
+REGEX_TIMEOUT_S = 1.0
+
+
+def _compile(pattern: str) -> Any:
+    """The pattern compiled by the ``regex`` package (a dependency of transformers; ``re``'s syntax,
+    plus a match timeout), else by ``re`` (no timeout)."""
+    try:
+        import regex as regex_mod
+    except ImportError:  # pragma: no cover - transformers requires it
+        return re.compile(pattern, re.DOTALL)
+    return regex_mod.compile(pattern, regex_mod.DOTALL | regex_mod.VERSION0)
+
+
+def _search(compiled: Any, text: str, what: str) -> Any:
+    if isinstance(compiled, re.Pattern):
+        return compiled.search(text)
+    try:
+        return compiled.search(text, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        raise MinirftError(f"{what}: the pattern took more than {REGEX_TIMEOUT_S:g} s on one {len(text)}-character "
+                           "completion (catastrophic backtracking, e.g. nested repeats like (a+)+); "
+                           "simplify the pattern") from None
 
 
 def _normalise(text: str) -> str:
@@ -47,7 +75,8 @@ def _normalise(text: str) -> str:
 
 
 def exact_match(cfg: ExactMatchReward) -> RewardFn:
-    pattern = re.compile(cfg.extract, re.DOTALL) if cfg.extract else None
+    pattern = _compile(cfg.extract) if cfg.extract else None
+    what = f"exact_match reward '{cfg.name}': extract"
 
     def reward(prompts: Sequence[str], completions: Sequence[str], reference: Sequence[Any] | None = None,
                **_: Any) -> list[float | None]:
@@ -60,7 +89,7 @@ def exact_match(cfg: ExactMatchReward) -> RewardFn:
                 continue
             answer: str | None = completion
             if pattern is not None:
-                m = pattern.search(completion)
+                m = _search(pattern, completion, what)
                 answer = (m.group(1) if m.groups() else m.group(0)) if m else None
             out.append(float(answer is not None and _normalise(answer) == _normalise(str(ref))))
         return out
@@ -70,12 +99,13 @@ def exact_match(cfg: ExactMatchReward) -> RewardFn:
 
 def regex(cfg: RegexReward) -> RewardFn:
     try:
-        pattern = re.compile(cfg.pattern, re.DOTALL)
-    except re.error as exc:
+        pattern = _compile(cfg.pattern)
+    except Exception as exc:  # re.error / regex.error
         raise MinirftError(f"rewards: regex '{cfg.name}': invalid pattern {cfg.pattern!r} ({exc})") from None
+    what = f"regex reward '{cfg.name}'"
 
     def reward(prompts: Sequence[str], completions: Sequence[str], **_: Any) -> list[float | None]:
-        return [float(bool(pattern.search(c)) != cfg.negate) for c in completions]
+        return [float(bool(_search(pattern, c, what)) != cfg.negate) for c in completions]
 
     return reward
 
@@ -209,31 +239,63 @@ def build_rewards(configs: Sequence[Any], key: str = "rewards") -> list[NamedRew
                 fn = load_callable(cfg.function)
             except MinirftError as exc:
                 raise MinirftError(f"{key}.{i}.function: {exc}") from None
+            source = f"{key}.{i} ({cfg.function})"
         else:  # pragma: no cover - the schema only admits the types above
             raise MinirftError(f"{key}.{i}: unknown reward type {type(cfg).__name__}")
+        if not isinstance(cfg, PythonReward):
+            source = f"{key}.{i}"
         name = cfg.name or getattr(fn, "__name__", f"reward{i}")
         if name == "judge" or any(r.name == name for r in out):
             raise MinirftError(f"{key}.{i}: reward name '{name}' is used twice (or is the reserved 'judge')")
-        out.append(NamedReward(name, cfg.weight, fn))
+        out.append(NamedReward(name, cfg.weight, fn, source))
     return out
 
 
 def call_reward(reward: NamedReward, prompts: Sequence[str], completions: Sequence[str],
                 columns: dict[str, list]) -> list[float | None]:
-    """Run one reward; check its answer's length and turn NaN/inf into None (not applicable)."""
-    values = reward.fn(list(prompts), list(completions), **columns)
-    if len(values) != len(completions):
-        raise MinirftError(
-            f"reward '{reward.name}' returned {len(values)} values for {len(completions)} completions"
-        )
+    """Run one reward; check its answer's length and turn NaN/inf into None (not applicable).
+
+    A reward that raises, or answers with anything but one number (or None) per completion, is a
+    MinirftError naming the reward (and where it was configured): the run stops with that one line."""
+    who = f"reward '{reward.name}'" + (f" ({reward.source})" if reward.source else "")
+    try:
+        values = reward.fn(list(prompts), list(completions), **columns)
+    except MinirftError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's function failed: say which one
+        where = _raised_at(exc)
+        raise MinirftError(f"{who} raised {type(exc).__name__}: {str(exc)[:300]}{where}") from None
+    try:
+        n = len(values)
+    except TypeError:
+        raise MinirftError(f"{who} returned {type(values).__name__}; expected a list of "
+                           f"{len(completions)} numbers (or None)") from None
+    if n != len(completions):
+        raise MinirftError(f"{who} returned {n} values for {len(completions)} completions")
     out: list[float | None] = []
-    for v in values:
+    for i, v in enumerate(values):
         if v is None:
             out.append(None)
             continue
-        v = float(v)
+        if isinstance(v, (str, bytes)) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+            raise MinirftError(f"{who} returned {type(v).__name__} {str(v)[:40]!r} at position {i}; expected a "
+                               "number (or None)")
+        try:
+            v = float(v)
+        except (TypeError, ValueError, OverflowError):
+            raise MinirftError(f"{who} returned {type(v).__name__} at position {i}; expected a number (or None)") from None
         out.append(v if math.isfinite(v) else None)
     return out
+
+
+def _raised_at(exc: BaseException) -> str:
+    """`` at file:line`` of the innermost frame of the traceback (the user's code, usually)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return ""
+    return f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 def reward_columns(rows: Sequence[PromptRow], repeat: int) -> dict[str, list]:

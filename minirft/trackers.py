@@ -284,7 +284,16 @@ class Trackers:
         self.names = check_available(names)
         self.run_dir = Path(run_dir)
         self.state_path = self.run_dir / "trackers.json"
-        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        from minirft.rundir import guard
+
+        for name in ("trackers.json", *self.names):  # nothing written through a link in the run dir
+            guard(self.run_dir, self.run_dir / name)
+        try:
+            state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        except (OSError, ValueError):
+            state = None
+        if not isinstance(state, dict):  # damaged or foreign: the trackers start new runs
+            state = {}
         self.state: dict[str, Any] = state
         self.sinks: list[_Sink] = [SINKS[n](self.run_dir, project, state, verbose) for n in self.names]
         self._pending: list[dict] = []

@@ -134,7 +134,7 @@ def test_export_errors_are_one_line(tiny_run, tmp_path):
     assert "ending in .gguf" in fails(str(tiny_run), "--format", "gguf", "--out", str(tmp_path / "o.bin"))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    assert "not empty" in fails(str(tiny_run), "--format", "merged", "--out", str(tmp_path / "full"))
+    assert "already exists; give --force" in fails(str(tiny_run), "--format", "merged", "--out", str(tmp_path / "full"))
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "recipe.resolved.yaml").write_text((tiny_run / "recipe.resolved.yaml").read_text())

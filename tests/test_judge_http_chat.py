@@ -92,9 +92,10 @@ def test_api_key_comes_from_the_named_variable(chat_server, tiny_gguf, monkeypat
         build_judge(_cfg(tiny_gguf, chat_server))
     monkeypatch.setenv(KEY_ENV, "wrong-key-5678")
     j = build_judge(_cfg(tiny_gguf, chat_server))
-    try:
-        s = j.score_groups([ROW], [["4"]])[0][0]
-        assert s.reward is None and "HTTP 401" in s.error and "wrong-key" not in s.error
+    try:  # a refused key is a configuration error: the run stops, rather than training without the judge
+        with pytest.raises(MinirftError) as exc:
+            j.score_groups([ROW], [["4"]])
+        assert "HTTP 401" in str(exc.value) and KEY_ENV in str(exc.value) and "wrong-key" not in str(exc.value)
     finally:
         j.close()
     with pytest.raises(Exception, match="api_key_env"):

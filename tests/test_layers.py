@@ -27,7 +27,7 @@ FORBIDDEN_FILES = [  # (one module, may not import these)
                         "minirft.judge.service")),
 ]
 BASE = ("recipe.py", "data.py", "models.py", "events.py", "rewards.py", "stats.py", "atomic.py", "errors.py",
-        "agreement.py", "labels.py", "llamacpp.py", "cuda_memory.py")
+        "agreement.py", "labels.py", "llamacpp.py", "cuda_memory.py", "rundir.py")
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

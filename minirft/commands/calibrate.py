@@ -54,7 +54,7 @@ def calibrate_command(recipe, labels, overrides, from_run, limit, do_fit, plot, 
 
     target = None
     if from_run is not None:
-        from minirft.train.calibration_watch import watched_path
+        from minirft.train.calibration_watch import RUN_CALIBRATION, watched_path
 
         args = [a for a in (recipe, labels) if a is not None] + list(overrides)
         if args and "=" not in args[0] and not args[0].endswith(".jsonl"):
@@ -73,6 +73,10 @@ def calibrate_command(recipe, labels, overrides, from_run, limit, do_fit, plot, 
             raise MinirftError(f"{labels}: no labels yet (label samples in `minirft watch {from_run}`)")
         path = find_recipe(recipe) if recipe else resolved
         target = watched_path(load_recipe(resolved), from_run)
+        if do_fit and target == from_run / RUN_CALIBRATION:  # the run dir's own file: never through a link
+            from minirft.rundir import guard
+
+            guard(from_run, target)
     elif recipe is None or labels is None:
         raise click.UsageError("give RECIPE and LABELS, or --from-run RUN_DIR")
     else:

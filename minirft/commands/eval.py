@@ -76,6 +76,9 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
     adapter = adapter or run_dir / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
         raise MinirftError(f"{adapter}: no trained adapter (adapter_model.safetensors); has the run finished?")
+    from minirft.rundir import guard
+
+    guard(run_dir, run_dir / "eval.json")  # refused before any model loads: never written through a link
     r = load_recipe(resolved, overrides)
     if r.judge is None:
         raise MinirftError(f"{resolved}: the run has no judge; add judge.model=NAME to judge the pairs")
@@ -90,7 +93,7 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
 
     result = evaluate(r, adapter, common.make_judge, data=prompts, limit=limit, checks=extra, samples=samples,
                       temperature=temperature, examples=examples, progress=common.progress("judging"))
-    write_text(run_dir / "eval.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    write_text(guard(run_dir, run_dir / "eval.json"), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     if as_json:
         click.echo(json.dumps(result, indent=1, ensure_ascii=False))
         return

@@ -21,7 +21,9 @@ from minirft.export import FORMATS
               help="Weight dtype of a merged folder.")
 @click.option("--adapter", type=click.Path(path_type=Path), default=None,
               help="A PEFT adapter folder (default: RUN_DIR/adapter, else the latest checkpoint's).")
-def export_command(run_dir: Path, fmt: str, out: Path, quant: str | None, dtype: str, adapter: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace --out when it exists (without it, an existing --out is refused).")
+def export_command(run_dir: Path, fmt: str, out: Path, quant: str | None, dtype: str, adapter: Path | None,
+                   force: bool = False) -> None:
     """Export a run's tuned policy: a merged Hugging Face folder, a GGUF, or a llama.cpp LoRA GGUF.
 
     \b
@@ -35,7 +37,7 @@ def export_command(run_dir: Path, fmt: str, out: Path, quant: str | None, dtype:
     from minirft.export import export
 
     summary = export(run_dir, fmt, out, quant=quant, dtype=dtype, adapter=adapter,
-                     log=lambda m: click.echo(m, err=True))
+                     log=lambda m: click.echo(m, err=True), force=force)
     click.echo(f"wrote {summary['out']} ({fmt}, {summary['precision']})", err=True)
     if summary.get("note"):
         click.echo(f"note: {summary['note']}", err=True)

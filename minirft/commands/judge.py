@@ -120,8 +120,9 @@ def _judge_command_class():
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="JSONL written atomically: the input fields plus the scores.")
 @click.option("--rationales", is_flag=True, help="Also generate a short rationale per row (slower).")
+@click.option("--force", is_flag=True, help="Replace --output when it exists (without it, that is refused).")
 def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, output_path: Path,
-                  rationales: bool) -> None:
+                  rationales: bool, force: bool = False) -> None:
     """Score a file of responses with RECIPE's judge (key=value overrides allowed).
 
     \b
@@ -139,9 +140,12 @@ def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, out
     from minirft.preflight import check_model, needs_judge_model
     from minirft.recipe import find_recipe, load_recipe
 
+    from minirft.rundir import check_output
+
     r = load_recipe(find_recipe(recipe), list(overrides))
     if r.judge is None:
         raise MinirftError(f"{r.source}: the recipe has no `judge` section")
+    check_output(output_path, force=force)  # before the model loads
     if r.judge.self_judge:
         raise MinirftError(f"{r.where('judge', 'self_judge')}: judge.self_judge: a self-judge is the policy being "
                            "trained; `minirft judge` needs a judge.model")
@@ -169,6 +173,11 @@ def judge_command(recipe: str, overrides: tuple[str, ...], input_path: Path, out
     if clipped:
         click.echo(f"warning: {clipped} response(s) longer than {judge.clip_chars} characters were cut before "
                    f"judging (judge.max_candidate_tokens={cfg.max_candidate_tokens} x 4 characters)", err=True)
-    write_jsonl(output_path, rows)
+    try:
+        write_jsonl(output_path, rows)
+    except OSError as exc:  # a full disk: the temp file is gone, the old output (if any) untouched
+        from minirft.rundir import write_error
+
+        raise write_error(output_path, exc, "the scores") from None
     click.echo(summary(rows, cfg.mode, seconds))
     click.echo(f"wrote {output_path}", err=True)

@@ -47,8 +47,11 @@ class JudgeCommand(click.Command):
               help="Requests allowed to wait; more are answered 503.")
 @click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds a request may wait for its answer before a 504.")
+@click.option("--token", default=None, envvar="MINIRFT_JUDGE_TOKEN", show_envvar=True, metavar="TOKEN",
+              help="Require 'Authorization: Bearer TOKEN' on every request (401 otherwise). Prefer the "
+                   "environment variable: a command line is visible to other users of the machine.")
 def serve_command(recipe: str, overrides: tuple[str, ...], host: str, port: int, max_batch: int, window_ms: float,
-                  no_batching: bool, max_queue: int, timeout_s: float) -> None:
+                  no_batching: bool, max_queue: int, timeout_s: float, token: str | None = None) -> None:
     """Serve RECIPE's judge over HTTP: load it once, micro-batch concurrent requests.
 
     \b
@@ -70,13 +73,18 @@ def serve_command(recipe: str, overrides: tuple[str, ...], host: str, port: int,
     r = load_recipe(find_recipe(recipe), list(overrides))
     if r.judge is None:
         raise MinirftError(f"{r.source}: the recipe has no `judge` section")
+    if token is not None and not token.strip():
+        raise MinirftError("--token / MINIRFT_JUDGE_TOKEN: the token is empty")
+    if token is None and not _loopback(host):
+        click.echo(f"Warning: --host {host} without --token: anyone who can reach this port can use the judge "
+                   "(and its compute); set MINIRFT_JUDGE_TOKEN", err=True)
     cfg = r.judge.model_copy(update={"rationales": "shown"}) if r.judge.rationales == "none" else r.judge
     judge = build_judge(cfg)
     service = JudgeService(judge, ServiceConfig(max_batch_rows=max_batch, batch_window_s=window_ms / 1000,
                                                 max_queue=max_queue, request_timeout_s=timeout_s,
                                                 batching=not no_batching), model=cfg.model)
     try:
-        server = make_server(service, host, port)
+        server = make_server(service, host, port, token=token.strip() if token else None)
     except OSError as exc:
         judge.close()
         raise MinirftError(f"--host {host} --port {port}: cannot listen ({exc.strerror or exc})") from None
@@ -93,3 +101,14 @@ def serve_command(recipe: str, overrides: tuple[str, ...], host: str, port: int,
         judge.close()
         click.echo("judge service stopped", err=True)
     sys.exit(0)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -4,6 +4,7 @@ veRL calls ``compute_score(data_source, solution_str, ground_truth, extra_info)`
 default ``naive`` reward manager) or ``compute_score_batch(data_sources, solution_strs, ground_truths,
 extra_infos)`` once per batch (``reward_model.reward_manager=batch``)::
 
+    export MINIRFT_JUDGE_TOKEN=$(openssl rand -hex 16)   # the service and its clients share it
     minirft judge serve recipes/polite.yaml --host 0.0.0.0 --port 8700 &
     MINIRFT_JUDGE_URL=http://judge-host:8700 python -m verl.trainer.main_ppo ... \\
         reward_model.reward_manager=batch \\
@@ -24,6 +25,7 @@ import urllib.request
 from typing import Any, Sequence
 
 URL_ENV = "MINIRFT_JUDGE_URL"
+TOKEN_ENV = "MINIRFT_JUDGE_TOKEN"  # sent as a bearer token when set
 DEFAULT_URL = "http://127.0.0.1:8700"
 
 
@@ -47,8 +49,11 @@ def _row(solution: str, ground_truth: Any, extra_info: Any) -> dict:
 
 def score_rows(rows: list[dict], url: str | None = None, timeout: float = 600.0) -> list[dict]:
     base = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
-    req = urllib.request.Request(base + "/score", data=json.dumps({"rows": rows}).encode("utf-8"),
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    token = os.environ.get(TOKEN_ENV)
+    if token:  # the service was started with --token / MINIRFT_JUDGE_TOKEN
+        headers["Authorization"] = f"Bearer {token.strip()}"
+    req = urllib.request.Request(base + "/score", data=json.dumps({"rows": rows}).encode("utf-8"), headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         results = json.loads(resp.read().decode("utf-8"))["results"]
     out = []

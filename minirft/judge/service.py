@@ -12,6 +12,11 @@ One process loads the judge once; clients POST JSON:
   "extra_logs"}``; the response is ``query`` with its ``prompts`` prefix removed
 - ``GET /health``    ``{"status": "ok", "mode", "model", "queue", "requests", "batches", ...}``
 
+Authentication: with a token (``--token`` or ``MINIRFT_JUDGE_TOKEN``) every request, /health included,
+must send ``Authorization: Bearer <token>`` (compared in constant time); anything else is answered 401
+before its body is read. Without one the service trusts whoever can reach its port: it listens on
+127.0.0.1 unless told otherwise.
+
 Micro-batching: request threads put their work on one bounded queue; a single worker takes what is
 there (waiting up to ``batch_window_s`` for more, at most ``max_batch_rows`` rows) and judges it in one
 engine call, so the shared-prefix cache (rubric header, each prompt) works across clients. A full
@@ -22,6 +27,7 @@ own answer. Standard library only (``http.server`` with a thread per connection,
 
 from __future__ import annotations
 
+import hmac
 import json
 import queue
 import threading
@@ -37,6 +43,8 @@ from minirft.errors import MinirftError
 from minirft.judge.base import Judge
 
 MAX_BODY = 8 * 2**20  # bytes per request
+MAX_JSON_DEPTH = 64  # a request nests a few levels; far deeper is refused (400) before json.loads recurses
+TOKEN_ENV = "MINIRFT_JUDGE_TOKEN"
 
 
 class BadRequest(ValueError):
@@ -253,8 +261,32 @@ def parse_openrlhf(body: dict, limit: int) -> Work:
 
 
 # ---------------------------------------------------------------------------------- HTTP
-def make_server(service: JudgeService, host: str, port: int) -> ThreadingHTTPServer:
+def json_depth(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text ``raw`` nests more than ``limit`` brackets deep (strings are skipped)."""
+    depth, in_str, escaped = 0, False, False
+    for ch in raw:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == 0x5C:  # backslash
+                escaped = True
+            elif ch == 0x22:  # quote
+                in_str = False
+        elif ch == 0x22:
+            in_str = True
+        elif ch in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def make_server(service: JudgeService, host: str, port: int, token: str | None = None) -> ThreadingHTTPServer:
+    """The HTTP server over ``service``; with ``token``, requests need ``Authorization: Bearer <token>``."""
     cfg = service.cfg
+    expected = f"Bearer {token}".encode("utf-8") if token else None
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -277,7 +309,31 @@ def make_server(service: JudgeService, host: str, port: int) -> ThreadingHTTPSer
         def _error(self, status: int, message: str) -> None:
             self._send(status, {"error": message})
 
+        def _authorised(self) -> bool:
+            """True without a token; else the request's bearer token must match (constant-time compare).
+            A refused request is answered 401 and its connection closed (its body is never read)."""
+            if expected is None:
+                return True
+            given = (self.headers.get("Authorization") or "").strip().encode("utf-8", "replace")
+            if hmac.compare_digest(given, expected):
+                return True
+            self.close_connection = True
+            data = json.dumps({"error": "missing or wrong bearer token (Authorization: Bearer <token>)"}).encode()
+            try:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="minirft-judge"')
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+                pass
+            return False
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if not self._authorised():
+                return
             if self.path.rstrip("/") in ("/health", ""):
                 self._send(200, service.health())
             else:
@@ -286,6 +342,8 @@ def make_server(service: JudgeService, host: str, port: int) -> ThreadingHTTPSer
 
         def do_POST(self) -> None:  # noqa: N802
             parsers = {"/score": parse_score, "/compare": parse_compare, "/get_reward": parse_openrlhf}
+            if not self._authorised():
+                return
             path = self.path.split("?")[0].rstrip("/")
             try:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -303,6 +361,8 @@ def make_server(service: JudgeService, host: str, port: int) -> ThreadingHTTPSer
             if path not in parsers:
                 return self._error(404, f"no such endpoint: POST {self.path}")
             try:
+                if json_depth(raw, MAX_JSON_DEPTH):
+                    raise BadRequest(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
                 body = json.loads(raw.decode("utf-8"))
                 if not isinstance(body, dict):
                     raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
@@ -311,6 +371,8 @@ def make_server(service: JudgeService, host: str, port: int) -> ThreadingHTTPSer
                     raise BadRequest("POST /compare needs a preference recipe (judge.mode: preference)")
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 return self._error(400, f"invalid JSON: {exc}")
+            except RecursionError:
+                return self._error(400, "the JSON nests too deeply")
             except BadRequest as exc:
                 return self._error(400, str(exc))
             service._count("requests")

@@ -190,8 +190,19 @@ def apply_checkpoint(data: CheckpointData, *, policy: Any, optimizer: Any, sched
         scheduler.load_state_dict(data.scheduler)
         set_rng_state(data.rng)
     except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise MinirftError(f"{data.path}: checkpoint does not fit this run's model or optimizer ({exc})") from None
+        raise MinirftError(f"{data.path}: checkpoint does not fit this run's model or optimizer "
+                           f"({_first_problem(exc)}); resume with the recipe it was saved with (policy.lora.*, "
+                           "policy.model), or start a new run") from None
     return data.state
+
+
+def _first_problem(exc: BaseException) -> str:
+    """One line of a load error: torch's size-mismatch report lists every tensor on a line of its own."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "size mismatch" in ln or "shape" in ln), lines[0] if lines else repr(exc))
+    more = len([ln for ln in lines if "size mismatch" in ln]) - 1
+    detail = detail[:300] + (f" (and {more} more)" if more > 0 else "")
+    return detail
 
 
 def load_checkpoint(path: Path, *, policy: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:

@@ -63,7 +63,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from minirft import __version__, cuda_memory
+from minirft import __version__, cuda_memory, rundir
 from minirft.atomic import atomic_dir, write_text
 from minirft.errors import MinirftError
 from minirft.events import EventLog, failure_message
@@ -74,7 +74,7 @@ from minirft.rewards import build_rewards
 from minirft.stats import mean_of
 from minirft_kernels import grpo_token_loss
 from minirft.train import calibration_watch
-from minirft.train.checkpoint import apply_checkpoint, find_resumable, save_checkpoint
+from minirft.train.checkpoint import apply_checkpoint, find_resumable, list_checkpoints, save_checkpoint
 from minirft.train.importance import gap_metrics, truncated_is_weights
 from minirft.train.engines import check_engine, engine_name, open_generator
 from minirft.train.policy import Policy, device_name, load_policy, token_logprobs
@@ -220,9 +220,26 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 # --------------------------------------------------------------------------------- the loop
-def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str] | None = None,
-          judge: Judge | None = None, on_step: Callable[[int, dict], None] | None = None, quiet: bool = False,
-          from_scratch: bool = False, confirm: Callable[[str], bool] | None = None) -> Path:
+def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, overwrite: bool = False, **kwargs: Any) -> Path:
+    """Run (or resume) a training run into ``run_dir`` (see :func:`_train`), holding the run dir's lock
+    (``minirft.rundir``) from before anything is checked until the end: a second process writing the
+    same dir is refused with the holder's pid. A new run refuses a dir that already holds something,
+    unless ``overwrite`` (its contents are removed once the run has really started)."""
+    run_dir = Path(run_dir)
+    if not resume:
+        rundir.check_fresh(run_dir, overwrite=overwrite)  # before the lock: no lock file in a refused dir
+    lock = rundir.RunLock(run_dir, "minirft train").acquire()
+    try:
+        if not resume:
+            rundir.check_fresh(run_dir, overwrite=overwrite)  # another run may have started there meanwhile
+        return _train(recipe, run_dir, resume=resume, overwrite=overwrite, **kwargs)
+    finally:
+        lock.forget_dir()
+
+
+def _train(recipe: Recipe, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
+           argv: list[str] | None = None, judge: Judge | None = None, on_step: Callable[[int, dict], None] | None = None,
+           quiet: bool = False, from_scratch: bool = False, confirm: Callable[[str], bool] | None = None) -> Path:
     """Run (or resume) a training run into ``run_dir``; returns the run dir.
 
     ``judge`` replaces the recipe's judge (tests pass a fake one); ``on_step(step, metrics)`` is called
@@ -299,7 +316,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         if own_judge and judge is not None:
             judge.load()  # a judge model that cannot load fails here, before the run starts
         sampler_engine = open_generator(recipe, policy)
-        log = _start_run(recipe, run_dir, resume=resume, argv=argv, say=say)
+        log = _start_run(recipe, run_dir, resume=resume, argv=argv, say=say, overwrite=overwrite)
     except BaseException:
         if sampler_engine is not None:
             sampler_engine.close()
@@ -312,7 +329,7 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
 
     # Reward-hacking and drift detectors (minirft.train.monitor): warnings in the log and on stderr.
     monitor = RunMonitor(rubric_texts(recipe.judge))
-    limits = _LimitNotes(recipe, log, say)
+    limits = _LimitNotes(recipe, log, say, context=policy_context(policy))
     status, message = "failed", "crashed"
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
@@ -365,17 +382,22 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
                     print(f"step {step}/{tr.steps}  warning [{alert.detector}] {alert.message}",
                           file=sys.stderr, flush=True)
             if step % recipe.checkpoint.every == 0 or step == tr.steps:
-                path = save_checkpoint(ckpt_root, step, policy=policy, optimizer=optimizer, scheduler=scheduler,
-                                       state={"data_position": sampler.position},
-                                       keep_last=recipe.checkpoint.keep_last)
+                rundir.guard(run_dir, ckpt_root)  # a link put in the run dir since the start is refused too
+                try:
+                    path = save_checkpoint(ckpt_root, step, policy=policy, optimizer=optimizer, scheduler=scheduler,
+                                           state={"data_position": sampler.position},
+                                           keep_last=recipe.checkpoint.keep_last)
+                except (OSError, RuntimeError) as exc:  # a full disk (torch.save says RuntimeError): the
+                    # half-written temp dir is already gone, the previous checkpoint stands
+                    raise rundir.write_error(ckpt_root / f"step-{step}", exc, "the checkpoint") from None
                 log.event(step, "checkpoint", f"saved {path.relative_to(run_dir)}", path=str(path))
             if on_step is not None:
                 on_step(step, metrics)
-        with atomic_dir(run_dir / "adapter") as tmp:
+        with atomic_dir(rundir.guard(run_dir, run_dir / "adapter")) as tmp:
             policy.save_adapter(tmp)
         status, message = "finished", f"{tr.steps} steps; adapter in {run_dir / 'adapter'}"
     except (KeyboardInterrupt, _Stop):
-        status, message = "stopped", "interrupted; continue with: minirft train --resume " + str(run_dir)
+        status, message = "stopped", "interrupted; " + resume_hint(run_dir)
         raise
     except Exception as exc:
         message = failure_message(exc)
@@ -390,6 +412,14 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = False, argv: list[str
         if sampler_engine is not None:
             sampler_engine.close()
     return run_dir
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to go on with a stopped run: --resume when it has a checkpoint, else what that would say."""
+    if list_checkpoints(Path(run_dir) / "checkpoints"):
+        return f"continue with: minirft train --resume {run_dir}"
+    return (f"no checkpoint was saved yet (checkpoint.every), so there is nothing to continue from; start it "
+            f"again with: minirft train --resume {run_dir} --from-scratch")
 
 
 def _follow_calibration(cal: "calibration_watch.CalibrationWatch", judge: Judge, log: EventLog, step: int,
@@ -421,9 +451,10 @@ class _LimitNotes:
     prompts longer than ``policy.max_prompt_tokens`` (the start is dropped, the end kept) and
     responses longer than the judge reads (``judge.max_candidate_tokens`` × 4 characters)."""
 
-    def __init__(self, recipe: Recipe, log: EventLog, say: Callable[[str], None]) -> None:
+    def __init__(self, recipe: Recipe, log: EventLog, say: Callable[[str], None], context: int | None = None) -> None:
         self.recipe, self.log, self.say = recipe, log, say
-        self.prompts_said = self.responses_said = False
+        self.prompts_said = self.responses_said = self.context_said = False
+        self.context = context  # the policy model's context (max_position_embeddings), when it says
 
     def _note(self, step: int, message: str, **fields: Any) -> None:
         self.log.event(step, "warning", message, **fields)
@@ -436,6 +467,14 @@ class _LimitNotes:
                              f"{self.recipe.policy.max_prompt_tokens} tokens: only their last "
                              f"{self.recipe.policy.max_prompt_tokens} tokens are given to the policy "
                              "(said once per run)", limit="policy.max_prompt_tokens")
+        longest = batch.generated.prompt_len + self.recipe.generation.max_new_tokens
+        if self.context and longest > self.context and not self.context_said:
+            self.context_said = True
+            self._note(step, f"a prompt of {longest - self.recipe.generation.max_new_tokens} tokens + "
+                             f"generation.max_new_tokens={self.recipe.generation.max_new_tokens} is longer than the "
+                             f"policy's context of {self.context} tokens (max_position_embeddings): positions past "
+                             "it are outside what the model was trained on; lower policy.max_prompt_tokens "
+                             "(said once per run)", limit="policy.context")
         if judge is not None and judge.clipped and not self.responses_said:
             self.responses_said = True
             self._note(step, f"{judge.clipped} response(s) longer than {judge.clip_chars} characters "
@@ -444,10 +483,21 @@ class _LimitNotes:
                        limit="judge.max_candidate_tokens")
 
 
+def policy_context(policy: Any) -> int | None:
+    value = getattr(getattr(getattr(policy, "model", None), "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def _start_run(recipe: Recipe, run_dir: Path, *, resume: bool, argv: list[str],
-               say: Callable[[str], None]) -> EventLog:
-    """The run has started (models loaded): write its dir. Nothing before this wrote to it."""
+               say: Callable[[str], None], overwrite: bool = False) -> EventLog:
+    """The run has started (models loaded): write its dir. Nothing before this wrote to it (but the
+    lock file); ``overwrite`` removes what an old run left there now. No file written below the run
+    dir may be, or be under, a symbolic link (``minirft.rundir.guard``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite and not resume:
+        rundir.clear(run_dir)
+    for name in ("recipe.resolved.yaml", "command.txt", "events.jsonl", "checkpoints", "adapter"):
+        rundir.guard(run_dir, run_dir / name)
     # Rewritten on resume too, so an extension (`--resume DIR training.steps=40`) survives the next
     # resume; command.txt keeps every command that ran in this dir, one line each.
     write_text(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
@@ -592,13 +642,20 @@ def step_metrics(recipe: Recipe, batch: Batch, upd: dict, *, lr: float, update_s
     return m
 
 
+LOG_PROMPT_CHARS = 20_000  # a sample record keeps a long prompt's end (what the policy saw), not megabytes of it
+
+
+def _log_text(text: str) -> str:
+    return text if len(text) <= LOG_PROMPT_CHARS else "[…] " + text[-LOG_PROMPT_CHARS:]
+
+
 def _sample(batch: Batch, k: int) -> dict:
     """Completion ``k`` of the step as a log record: rewards, advantage, the judge's verdict."""
     score = batch.scores[k]
     reward = float(batch.rewards[k])
     g, i = divmod(k, batch.group_size)
     return {
-        "group": g, "index": i, "prompt": batch.rows[g].prompt, "completion": batch.completions[k],
+        "group": g, "index": i, "prompt": _log_text(batch.rows[g].prompt), "completion": batch.completions[k],
         "reward": None if math.isnan(reward) else reward, "advantage": float(batch.advantages[k]),
         "rewards": {name: values[k] for name, values in batch.per_reward.items()},
         "criteria": dict(score.criteria) if score is not None else {},

@@ -225,7 +225,14 @@ class WatchApp(Labelling, App[str | None]):
             self._redraw_timer = self.set_timer(wait, self._flush_redraw)
 
     def _note_skipped_lines(self) -> None:
-        """Unreadable lines of the log (not the partial last one) get a warning in the events pane."""
+        """Unreadable lines of the log (not the partial last one) get a warning in the events pane;
+        so do unreadable lines of the label file (once)."""
+        if self.labels.skipped and not getattr(self, "_label_skips_shown", False):
+            self._label_skips_shown = True
+            lines = self.labels.skipped
+            self._q(EventsPane).add([{"kind": "warning", "step": self.state.latest_step or 0,
+                                      "message": f"skipped {len(lines)} unreadable line(s) of {self.labels.path.name} "
+                                                 f"(line {', '.join(map(str, lines[:5]))})"}])
         skipped = self.tail.skipped
         if len(skipped) > self._skipped_shown:
             new = skipped[self._skipped_shown:]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from minirft.data import iter_jsonl, parse_row
 from minirft.errors import MinirftError
+from minirft.events import check_record
 
 PAGE = 50
 
@@ -56,6 +57,10 @@ def records_from_judged(path: Path) -> tuple[str, list[dict], dict[int, dict]]:
                             "rewards": {"judge": p_a}, "criteria": {}})
             records.append({**base, "index": 1, "completion": obj["response_b"], "reward": p_b,
                             "rewards": {"judge": p_b}, "criteria": {}})
+        for rec in records[-2 if mode == "preference" else -1:]:  # the shape the viewer relies on
+            problem = check_record(rec)
+            if problem is not None:
+                raise MinirftError(f"{path}:{lineno}: {_field_names(problem, mode)}")
     for step in sorted({r["step"] for r in records if r["type"] == "sample"}):
         rewards = [r["reward"] for r in records if r["type"] == "sample" and r["step"] == step
                    and isinstance(r["reward"], (int, float))]
@@ -64,6 +69,17 @@ def records_from_judged(path: Path) -> tuple[str, list[dict], dict[int, dict]]:
     records.append({"type": "run_end", "time": t0, "step": 0, "status": "finished",
                     "message": f"{len(rows)} judged rows from {path.name}; labels go to {labels_path_for(path).name}"})
     return mode, records, sources
+
+
+def _field_names(problem: str, mode: str) -> str:
+    """check_record's words for a sample record, in the judged file's own field names."""
+    names = {"completion": "response" if mode == "rubric" else "response_a / response_b",
+             "reward": "reward" if mode == "rubric" else "p_a", "judge_error": "error",
+             "rewards.judge": "reward" if mode == "rubric" else "p_a"}
+    for ours, theirs in names.items():
+        if problem.startswith(ours + " "):
+            return theirs + problem[len(ours):]
+    return problem
 
 
 def make_label_app(path: Path, **kwargs):

@@ -14,6 +14,7 @@ from rich.text import Text
 from textual.binding import Binding
 
 from minirft import labels as lbl
+from minirft.errors import MinirftError
 from minirft.tui.run_state import Sample
 from minirft.tui.screens.detail import SampleScreen
 from minirft.tui.screens.pair import PairScreen
@@ -123,7 +124,11 @@ class Labelling:
         self._write(lbl.preference_row(a, b, winner), a)
 
     def action_undo_label(self) -> None:
-        row = self.labels.undo()
+        try:
+            row = self.labels.undo()
+        except (OSError, MinirftError) as exc:
+            self.notify(f"could not write {self.labels.path}: {exc}", severity="error", timeout=8)
+            return
         if row is None:
             self.notify("no label to undo", timeout=2)
             return
@@ -143,6 +148,9 @@ class Labelling:
             self.labels.add(row)
         except OSError as exc:  # a full disk or a read-only run dir: say so, keep the UI alive
             self.notify(f"could not write {self.labels.path}: {exc}", severity="error", timeout=6)
+            return
+        except MinirftError as exc:  # the label file is a link: nothing is written through it
+            self.notify(str(exc), severity="error", timeout=8)
             return
         self._after_label()
 

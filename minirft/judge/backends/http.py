@@ -134,6 +134,11 @@ class HttpEvaluator(EvaluatorBase):
         except urllib.error.HTTPError as exc:
             detail = _error_detail(exc.read().decode("utf-8", errors="replace"))
             message = f"judge server {url}: HTTP {exc.code}: {detail}"
+            if exc.code in (401, 403):  # every request would fail the same way: a configuration error, not a retry
+                key = (f"the key in ${self.cfg.api_key_env}" if self.cfg.api_key_env
+                       else "no key (set judge.http.api_key_env to the NAME of the variable holding one)")
+                raise MinirftError(f"judge.http.url: {url} refused the request (HTTP {exc.code}: {detail}); "
+                                   f"minirft sent {key}") from None
             if re.search(r"logprob|logits|echo", detail, re.IGNORECASE):
                 raise _Refused(message) from None
             if exc.code in RETRY_STATUS:
