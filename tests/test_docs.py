@@ -9,7 +9,7 @@ numbers written with a decimal point, a sign or a unit; counts and settings (16 
 number of the JSON rounds to it at the digits shown (scaled as its unit allows: % of a fraction, MB/GB of
 bytes, ms or minutes of seconds), or one of the JSON's strings holds it; a ratio (×), a gain (%) or a
 signed difference (Δ −0.02) may also come from two figures of the same unit or table, or of a small JSON.
-""""""
+"""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ UNTRACED: dict[tuple[str, str], str] = {
                "wall '20 min' (the JSON holds no wall time)",
     (B, "18"): "the design's step-time target '≤ 18 s', not a measurement",
     (B, "2.5"): "the design's memory target '≤ 2.5 GB', not a measurement",
-    (B, "−0.015"): "recipe runs: arithmetic greedy eval (0.540 → 0.526, Δ −0.015); only the sampled eval is kept",
+    (B, "−0.015"): "recipe runs: arithmetic greedy eval (0.540 → 0.526, Δ −0.015); only the sampled one is kept",
     (B, "0.167"): "recipe runs: formal reward steps 16–20, a mean bench/run_summary.py takes of formal-steps.jsonl",
     (B, "2.49"): "recipe runs: peak RSS from /usr/bin/time -v (the caption says so), not saved",
     (B, "2.53"): "recipe runs: polite peak RSS from /usr/bin/time -v, not saved",
