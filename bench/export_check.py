@@ -1,4 +1,4 @@
-"""How close each `minirft export` format is to the torch model it came from (the README quotes this).
+"""How close each `minirft export` format is to the torch model it came from (docs/benchmarks.md quotes this).
 
 For a base (the tiny random test model, and the embedded SmolLM2-135M-Instruct, a Q4_1 GGUF) with a
 random LoRA adapter (peft's format; B ~ N(0, scale), since peft starts B at zero), measures on one

@@ -1,4 +1,4 @@
-"""The GPU check: minirft on one CUDA GPU, every row the GPU section of the README quotes, in one command.
+"""The GPU check: minirft on one CUDA GPU, every row docs/gpu.md quotes, in one command.
 
     bench/gpu_check.sh                           # on a bare CUDA machine (installs wheels from .gpu/whl)
     python bench/gpu_check.py --tokenizer DIR    # torch/transformers/peft/triton + minirft importable

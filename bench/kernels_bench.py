@@ -7,7 +7,7 @@
 Times are medians (CUDA: triton.testing.do_bench with events; CPU: perf_counter over a few reps).
 Peak memory is what the op allocates on top of its inputs: on CUDA max_memory_allocated after a
 reset; on CPU the peak RSS growth of a fresh subprocess (ru_maxrss), one per measurement.
-Results go to bench/results/kernels_<device>.json and .md (the README quotes them).
+Results go to bench/results/kernels_<device>.json and .md (docs/benchmarks.md and docs/kernels.md quote them).
 """
 
 from __future__ import annotations

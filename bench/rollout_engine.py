@@ -1,4 +1,4 @@
-"""Rollouts through llama.cpp against HF ``generate`` on the polite configuration (the README quotes this).
+"""Rollouts through llama.cpp against HF ``generate`` on the polite configuration (docs/benchmarks.md quotes this).
 
 ``recipes/polite.yaml``: SmolLM2-135M-Instruct policy (its Q4_1 GGUF, bf16 or fp32 in torch), LoRA r=16
 on all linear layers, 4 prompts × 4 completions, up to 48 new tokens, temperature 1.

@@ -1,4 +1,4 @@
-"""A run's metrics, first steps vs last steps: the "steps 1–5 → 16–20" rows the README quotes.
+"""A run's metrics, first steps vs last steps: the "steps 1–5 → 16–20" rows docs/benchmarks.md quotes.
 
 Reads a run dir's ``events.jsonl`` (or a ``*-steps.jsonl`` extract of it, as in
 ``bench/results/recipe_runs/``), takes the later record of a step logged twice (after a resume), and

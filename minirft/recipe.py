@@ -300,7 +300,7 @@ class LengthReward(Section):
 class PythonReward(Section):
     """A plain callable `fn(prompts, completions, **columns) -> list[float | None]` by dotted path.
 
-    Its module is imported and run: a recipe is code you trust (README, *Trust and limits*)."""
+    Its module is imported and run: a recipe is code you trust (docs/trust.md)."""
 
     type: Literal["python"]
     name: str | None = None
@@ -359,7 +359,7 @@ class GenerationConfig(Section):
     # Unsloth's own generation for backend: unsloth), torch_graph (the policy with a static KV cache,
     # each decode step one CUDA graph), llama_cpp (the policy's base in llama.cpp with the live LoRA
     # applied), vllm (only with `--engine trl`: TRL's use_vllm). auto (the default): torch_graph on
-    # CUDA for backend hf (measured on an H200: README, GPU section), torch for unsloth; on the CPU
+    # CUDA for backend hf (measured on an H200: docs/gpu.md), torch for unsloth; on the CPU
     # llama_cpp when the policy model is a GGUF file and llama.cpp is the native build, else torch.
     engine: Literal["auto", "torch", "torch_graph", "llama_cpp", "vllm"] = "auto"
     # vllm only (`--engine trl`): TRL's vllm_mode — colocate (vLLM inside the trainer's process) or
@@ -374,7 +374,7 @@ class GenerationConfig(Section):
     # llama_cpp only: the weights llama.cpp samples with. f16 / bf16 / q8_0 / f32: written once at
     # the start from the base weights torch trains; policy_gguf: the policy's own GGUF file as it is (a
     # GGUF policy only). auto: an exact copy of torch's weights (bf16 when torch holds bf16, else f16):
-    # the smallest engine/torch log-prob gap (bench/rollout_engine.py, README).
+    # the smallest engine/torch log-prob gap (bench/rollout_engine.py, docs/benchmarks.md).
     engine_weights: Literal["auto", "f16", "bf16", "q8_0", "f32", "policy_gguf"] = "auto"
     # Completions that reach max_new_tokens without an EOS get no loss (TRL's mask_truncated_completions):
     # their tokens leave the loss and its normaliser.
@@ -395,7 +395,7 @@ class TrainingConfig(Section):
     micro_batch_prompts: int = Field(4, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
     beta: float = Field(0.04, ge=0)  # KL coefficient (k3 estimator, reference = adapter disabled)
-    # The policy-gradient loss (names as TRL's loss_type; formulas in minirft/train/loop.py and the README):
+    # The policy-gradient loss (names as TRL's loss_type; formulas in minirft/train/loop.py and docs/training.md):
     # grpo: normalised by training.loss_norm; dr_grpo: sum over tokens / (sequences x max_new_tokens), no
     # std scaling; dapo: sum over tokens / the step's token count, clip-higher (epsilon_high, default 0.28);
     # gspo: one length-normalised importance ratio per completion, its own clip range (default 3e-4 / 4e-4).

@@ -4,7 +4,7 @@
 #     would pull a multi-GB CUDA build), the CUDA build from PyPI when `nvidia-smi` finds a GPU;
 #   - llama-cpp-python compiles from source: ~5 min on 2 cores the first time. Without a GPU it is
 #     built for this CPU (-DGGML_NATIVE=ON: AVX-512/BF16 where the CPU has them; measured here 1.3-1.4x
-#     faster judging, 1.8x faster llama.cpp rollouts than the portable AVX2 build, README). The wheel is
+#     faster judging, 1.8x faster llama.cpp rollouts than the portable AVX2 build, docs/benchmarks.md). The wheel is
 #     kept in ~/.cache/minirft/wheels under a key of the CPU's flags, so a later install on this
 #     machine takes seconds and a machine with another CPU builds its own (pip's wheel cache would
 #     hand one CPU's build to another: it does not key on CMAKE_ARGS). MINIRFT_LLAMA_PORTABLE=1 asks

@@ -9,7 +9,7 @@
   (:mod:`minirft.train.llama_rollout`); truncated importance sampling corrects its numerics.
 - ``vllm``: only through ``--engine trl`` (TRL's own vLLM integration, ``use_vllm``); an error here.
 
-``auto`` picks the measured winner for the device and backend (README, GPU section; CPU figures in
+``auto`` picks the measured winner for the device and backend (docs/gpu.md; CPU figures in
 ``bench/results/rollout_engine_generation_{portable,native}.json``):
 
 - CUDA: ``torch_graph`` for the ``hf`` backend (``bench/gpu_check.py``), ``torch`` for unsloth;
