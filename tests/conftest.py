@@ -40,3 +40,15 @@ def tiny_gguf(tmp_path_factory) -> str:
     from judge_fixtures import write_tiny_gguf
 
     return str(write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random Llama with its tokenizer (``model/``, train_fixtures.make_tiny_model) and eight
+    prompts (``prompts.jsonl``), made once per test module."""
+    from train_fixtures import make_tiny_model, write_prompts
+
+    d = tmp_path_factory.mktemp("tiny")
+    make_tiny_model(d / "model")
+    write_prompts(d / "prompts.jsonl")
+    return d

@@ -6,7 +6,6 @@ the GPU check's smoke mode."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ import torch
 import yaml
 
 from fault_fixtures import env, invoke
-from train_fixtures import make_tiny_model, write_prompts
 
 from minirft.events import read_events
 from minirft.recipe import validate_recipe
@@ -25,14 +23,6 @@ from minirft.train.graph_rollout import GraphGenerator, decode_attention, sample
 from minirft.train.policy import generate, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tiny")
-    make_tiny_model(d / "model")
-    write_prompts(d / "prompts.jsonl")
-    return d
 
 
 def _recipe(tiny: Path, **generation):

@@ -223,10 +223,10 @@ def test_a_huge_prompt_is_refused_by_line(tmp_path):
 
 
 def test_sample_records_keep_only_a_long_prompts_end():
-    from minirft.train.loop import LOG_PROMPT_CHARS, _log_text
+    from minirft.train.metrics import LOG_PROMPT_CHARS, log_text
 
     text = "start " + "y" * (LOG_PROMPT_CHARS + 10) + " the question?"
-    logged = _log_text(text)
+    logged = log_text(text)
     assert logged.startswith("[…] ") and logged.endswith(" the question?") and len(logged) == LOG_PROMPT_CHARS + 4
 
 

@@ -152,7 +152,7 @@ def test_query_order_changes_neither_the_work_nor_the_numbers(tiny_gguf):
 
 
 def test_step_metrics_split_the_judge_phase(tiny_gguf):
-    from minirft.train.loop import _judge_counters
+    from minirft.train.metrics import judge_counters
 
     j = judge_for(tiny_gguf)
     try:
@@ -161,7 +161,7 @@ def test_step_metrics_split_the_judge_phase(tiny_gguf):
         assert m["judge/score_s"] > 0 and m["judge/rationale_s"] > 0
         assert m["judge/prompt_tokens"] > 0 and m["judge/rationale_tokens"] > 0 and m["judge/queries"] == 27
         j.score_groups(ROWS[:1], GROUPS[:1])
-        m = _judge_counters(j, judge_s=5.0)  # the next step: only what it did
+        m = judge_counters(j, judge_s=5.0)  # the next step: only what it did
         assert m["judge/queries"] == 8 and m["judge/rationale_tokens"] == 0 and m["judge/header_tokens"] == 0
         assert m["judge/overhead_s"] == pytest.approx(5.0 - m["judge/score_s"] - m["judge/rationale_s"])
     finally:

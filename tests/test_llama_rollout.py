@@ -12,7 +12,6 @@ import torch
 import yaml
 
 from fault_fixtures import invoke
-from train_fixtures import make_tiny_model, write_prompts
 
 from minirft.events import read_events
 from minirft.recipe import validate_recipe
@@ -28,14 +27,6 @@ from minirft.train.policy import load_policy, token_logprobs
 LOGIT_TOL = 2e-4
 #: the same with llama.cpp's defaults (f16 KV cache, flash attention): what the rollouts run with
 DEFAULT_LOGIT_TOL = 0.1
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tiny")
-    make_tiny_model(d / "model")
-    write_prompts(d / "prompts.jsonl")
-    return d
 
 
 def _recipe(tiny: Path, **generation):

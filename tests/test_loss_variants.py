@@ -24,6 +24,7 @@ from minirft.events import read_events  # noqa: E402
 from minirft.recipe import load_recipe, validate_recipe  # noqa: E402
 from minirft.rewards import build_rewards  # noqa: E402
 from minirft.train import loop  # noqa: E402
+from minirft.train import metrics as metrics_module  # noqa: E402
 from minirft.train.policy import Generated  # noqa: E402
 from minirft.train.rollout import (PromptSampler, group_advantages, rollouts, truncated_mask,  # noqa: E402
                                    zero_std_groups)
@@ -313,7 +314,7 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny, refill, kept, drop
     assert batch.sampling["groups_sampled"] == kept + dropped
     assert not bool(batch.dropped.any()) and len(batch.completions) == kept * G
     assert batch.generated.input_ids.shape[0] == kept * G and batch.advantages.shape == (kept * G,)
-    metrics = loop.step_metrics(recipe, batch, {"kl_sum": 0, "clip_sum": 0, "tokens": 1, "loss": 0.0,
+    metrics = metrics_module.step_metrics(recipe, batch, {"kl_sum": 0, "clip_sum": 0, "tokens": 1, "loss": 0.0,
                                                 "entropy_sum": 0, "entropy_tokens": 0, "skipped": None,
                                                 "grad_norm": 0.0}, lr=1e-5, update_s=0, step_s=0)
     assert metrics["groups_dropped"] == dropped and metrics["groups_kept"] == kept
@@ -345,7 +346,7 @@ def test_without_dynamic_sampling_flat_groups_stay(tiny):
     batch = next(rollouts(recipe, policy, PromptSampler(flat_rows(["flat", "ok"] * 2), shuffle=False, seed=0), [],
                           FlatJudge()))
     assert len(batch.rows) == 4 and not bool(batch.dropped.any()) and batch.sampling["groups_zero_std"] == 2
-    metrics = loop.step_metrics(recipe, batch, {"kl_sum": 0, "clip_sum": 0, "tokens": 1, "loss": 0.0,
+    metrics = metrics_module.step_metrics(recipe, batch, {"kl_sum": 0, "clip_sum": 0, "tokens": 1, "loss": 0.0,
                                                 "entropy_sum": 0, "entropy_tokens": 0, "skipped": None,
                                                 "grad_norm": 0.0}, lr=1e-5, update_s=0, step_s=0)
     assert metrics["frac_reward_zero_std"] == 0.5 and "groups_dropped" not in metrics

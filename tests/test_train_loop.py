@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_fixtures import FakeJudge, make_tiny_model, write_prompts  # noqa: E402
+from train_fixtures import FakeJudge  # noqa: E402
 
 from minirft.events import EVENT_TYPES, read_events  # noqa: E402
 from minirft.recipe import validate_recipe  # noqa: E402
@@ -16,14 +16,6 @@ from minirft.train import loop  # noqa: E402
 from minirft.train.loop import train  # noqa: E402
 
 TIMING = {"generation_s", "judge_s", "update_s", "step_s", "tokens_per_s"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tiny")
-    make_tiny_model(d / "model")
-    write_prompts(d / "prompts.jsonl")
-    return d
 
 
 def recipe(tiny: Path, judge: bool = True, **training):
