@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train_loop import recipe, tiny  # noqa: E402,F401  (the module's tiny-model fixture)
+from test_train_loop import recipe  # noqa: E402  (tiny, the tiny-model fixture, comes from conftest)
 from train_fixtures import FakeJudge  # noqa: E402
 
 from minirft.events import read_events  # noqa: E402
