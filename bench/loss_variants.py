@@ -10,8 +10,9 @@ sampling) ``training.drop_zero_std_groups=true training.refill_rounds=2``. This 
 run's step records and eval report into ``bench/results/recipe_runs/`` (``loss-NAME-steps.jsonl``,
 ``loss-NAME-eval-sampled4.json``), prints the table and writes ``loss_variants.json`` there:
 held-out exact match sampled x4 base -> tuned with the paired 95% interval, the reward's first-5 and
-last-5 step means, and the fraction of zero-variance groups per step (with dynamic sampling: over
-every round of the step, and the groups dropped).
+last-5 step means, the fraction of zero-variance groups per step (with dynamic sampling: over
+every round of the step, and the groups dropped), and which other runs logged exactly the same
+reward, loss and KL at every step (``same_steps_as``).
 
 python bench/loss_variants.py runs/h26-grpo runs/h26-dr_grpo runs/h26-dyn [...]
 """
@@ -64,6 +65,7 @@ def summarise(run: Path) -> dict:
         "groups_dropped": [steps[i].get("groups_dropped") for i in order],
         "refill_rounds": [steps[i].get("refill_rounds") for i in order],
         "step_s_mean": mean("step_s", order),
+        "_trace": [(steps[i].get("reward"), steps[i].get("loss"), steps[i].get("kl")) for i in order],
     }
 
 
@@ -72,12 +74,16 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args()
     rows = [summarise(r) for r in args.runs]
+    for r in rows:  # runs whose every step logged the same reward, loss and KL, to the last bit
+        r["same_steps_as"] = [o["run"] for o in rows if o is not r and o["_trace"] == r["_trace"]]
+    for r in rows:
+        del r["_trace"]
 
     def f(v, spec=".3f"):
         return "—" if v is None else format(v, spec)
 
     print(f"{'run':10} {'exact match x4 base -> tuned, delta [95% CI]':48} {'reward 1-5 -> 16-20':20} "
-          f"{'zero-std groups/step':21} dropped")
+          f"{'zero-std groups/step':21} {'dropped':8} same steps as")
     for r in rows:
         em = r["exact_match_sampled4"]
         em_s = "not evaluated" if em is None else (
@@ -85,7 +91,8 @@ def main() -> None:
             f"[{em['delta_ci95'][0]:+.3f}, {em['delta_ci95'][1]:+.3f}]")
         dropped = [d for d in r["groups_dropped"] if d is not None]
         print(f"{r['run']:10} {em_s:48} {f(r['reward_first5'])} -> {f(r['reward_last5']):10} "
-              f"{f(r['frac_reward_zero_std_mean']):21} {sum(dropped) if dropped else '—'}")
+              f"{f(r['frac_reward_zero_std_mean']):21} {str(sum(dropped)) if dropped else '—':8} "
+              f"{', '.join(r['same_steps_as']) or '—'}")
     out = OUT / "loss_variants.json"
     out.write_text(json.dumps({"recipe": "recipes/arithmetic-judge.yaml", "seeds": "one seed each (0)",
                                "runs": rows}, indent=1) + "\n")
