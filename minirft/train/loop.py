@@ -187,6 +187,7 @@ def absolutise(recipe: Recipe) -> Recipe:
     r.data.path = str(recipe.resolve_path(recipe.data.path))
     if r.data.eval_path:
         r.data.eval_path = str(recipe.resolve_path(r.data.eval_path))
+    r.data.eval_sets = {k: str(recipe.resolve_path(v)) for k, v in r.data.eval_sets.items()}
     from minirft.models import EMBEDDED
 
     for section in (r.policy, r.judge):
