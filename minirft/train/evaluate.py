@@ -166,3 +166,41 @@ def paired(base: list, trained: list) -> dict[str, Any]:
     diffs = [t - b for b, t in zip(base, trained) if b is not None and t is not None]
     lo, hi = bootstrap_ci(diffs) if diffs else (None, None)
     return {"base": mean_of(base), "trained": mean_of(trained), "delta": mean_of(diffs), "delta_ci95": [lo, hi]}
+
+
+def heldout_slices(recipe: Recipe) -> dict[str, list[PromptRow]]:
+    """The in-run held-out check's prompts: the first ``training.eval_prompts`` rows of each held-out set."""
+    return {name: load_prompts(recipe.resolve_path(p), recipe.data.columns)[:recipe.training.eval_prompts]
+            for name, p in recipe.data.held_out().items()}
+
+
+def heldout_check(recipe: Recipe, policy, slices: dict[str, list[PromptRow]], rules: list) -> dict[str, dict]:
+    """The policy as it is now (adapter on) answers each slice greedily (no random numbers drawn, so the
+    run's sampling is unchanged); per set, each rule's mean score and the mean answer length in characters."""
+    out: dict[str, dict] = {}
+    for name, rows in slices.items():
+        answers = complete(policy, [r.messages for r in rows], max_new_tokens=recipe.generation.max_new_tokens,
+                           max_prompt_tokens=recipe.policy.max_prompt_tokens)
+        columns, prompts = reward_columns(rows, 1), [r.prompt for r in rows]
+        out[name] = {rule.name: mean_of(call_reward(rule, prompts, answers, columns)) for rule in rules}
+        out[name]["length_chars"] = mean_of([len(a) for a in answers])
+    return out
+
+
+def log_heldout_check(recipe: Recipe, policy, slices: dict[str, list[PromptRow]], rules: list, log, monitor,
+                      step: int) -> list[str]:
+    """One in-run held-out check (``training.eval_every``): :func:`heldout_check`, logged as an ``event``
+    of kind ``eval`` (``sets`` {set: {check: mean, length_chars: mean}}, ``prompts`` per set, ``greedy``),
+    then fed to the monitor's ``heldout_vs_reward`` detector (whose alerts are logged as warnings).
+    Returns the lines to print."""
+    sets = heldout_check(recipe, policy, slices, rules)
+    parts = [f"{name} " + ", ".join(f"{k} {v:.3g}" for k, v in m.items() if v is not None) for name, m in sets.items()]
+    message = "held-out check (greedy): " + "; ".join(parts)
+    log.event(step, "eval", message, sets=sets, prompts={name: len(rows) for name, rows in slices.items()},
+              greedy=True)
+    lines = [f"step {step}/{recipe.training.steps}  {message}"]
+    measures = {f"{name}/{k}": v for name, m in sets.items() for k, v in m.items() if k != "length_chars"}
+    for alert in monitor.update_heldout(step, measures):
+        log.event(step, "warning", alert.message, detector=alert.detector, value=alert.value)
+        lines.append(f"step {step}/{recipe.training.steps}  warning [{alert.detector}] {alert.message}")
+    return lines

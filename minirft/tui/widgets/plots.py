@@ -1,4 +1,4 @@
-"""The four charts: mean reward with its spread, pass rates, KL and loss, completion length.
+"""The four charts: mean reward with its spread (and the in-run held-out checks beside it), pass rates, KL and loss, completion length.
 
 Each is a textual-plotext widget redrawn from a RunState on demand (the app decides when), with a
 vertical marker at the step being viewed.
@@ -34,7 +34,7 @@ class MetricPlot(PlotextPlot):
     """A chart of one view of the run; ``kind`` picks which."""
 
     TITLES = {
-        "reward": "reward: mean ± std",
+        "reward": "reward: mean ± std · held-out checks",
         "rates": "pass rates (rewards/ and criteria/)",
         "kl_loss": "kl (left) · loss (right)",
         "length": "completion length (tokens)",
@@ -80,6 +80,8 @@ class MetricPlot(PlotextPlot):
         self.plt.plot(xs, hi, color="gray", marker="braille", label="±std")
         self.plt.plot(xs, lo, color="gray", marker="braille")
         self.plt.plot(xs, mean, color="cyan", marker="braille", label="mean")
+        for name, (hx, hy) in state.heldout_series().items():  # training.eval_every: one point per check
+            self.plt.plot(hx, hy, marker="dot", label=f"held-out {name}")
 
     def _draw_rates(self, state: RunState) -> None:
         for key in state.metric_names("rewards/") + state.metric_names("criteria/"):
