@@ -434,6 +434,7 @@ class TrainingConfig(Section):
     # `eval_prompts` prompts of each held-out set (data.eval_path, data.eval_sets) greedily, and the rule
     # checks (rule rewards + data.eval_checks) are logged as an `eval` event. 0: off.
     eval_every: int = Field(0, ge=0)
+    # How many prompts of each held-out set the in-run check answers (the first N of each file).
     eval_prompts: int = Field(8, ge=1)
     # CUDA only: cap this process's GPU memory at this many GB (torch's set_per_process_memory_fraction),
     # so a run proves it fits a smaller card; an allocation past it fails as out-of-memory. None: no cap.

@@ -150,3 +150,28 @@ def test_eval_prompts_option_measures_that_file_alone(run_with_checks, tiny, mon
     assert res.exit_code == 0, res.output
     report = json.loads((run_with_checks / "eval.json").read_text())
     assert list(report["sets"]) == ["shifted"] and report["n"] == 4
+
+
+# ------------------------------------------------------------------ the shipped shifted sets
+def test_shipped_shifted_sets_are_the_script_output_and_new(tmp_path):
+    import re
+    import runpy
+
+    from minirft.data import load_prompts
+    from minirft.recipe import load_recipe, shipped_recipes_dir
+
+    root = Path(__file__).resolve().parent.parent
+    runpy.run_path(str(root / "scripts" / "shifted_sets.py"))["main"](tmp_path)
+    for recipe_file in sorted(shipped_recipes_dir().glob("*.yaml")):
+        r = load_recipe(recipe_file)
+        shifted = r.resolve_path(r.data.eval_sets["shifted"])  # every shipped recipe has one
+        assert shifted.read_bytes() == (tmp_path / shifted.name).read_bytes(), shifted
+        rows = load_prompts(shifted, r.data.columns)
+        assert 24 <= len(rows) <= 64
+        seen = {row.prompt for p in (r.data.path, r.data.eval_path) for row in load_prompts(r.resolve_path(p))}
+        assert not seen & {row.prompt for row in rows}, f"{shifted}: prompts the recipe already uses"
+    for row in load_prompts(tmp_path / "arithmetic-shifted.jsonl"):  # each reference checked by rule
+        a, b = map(int, re.findall(r"\d+", row.prompt)[:2])
+        took = re.search(r"gave|away|Subtract|difference| - ", row.prompt)
+        want = (max(a, b) - min(a, b)) if took else a + b
+        assert row.reference == str(want), row.prompt
