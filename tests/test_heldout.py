@@ -175,3 +175,11 @@ def test_shipped_shifted_sets_are_the_script_output_and_new(tmp_path):
         took = re.search(r"gave|away|Subtract|difference| - ", row.prompt)
         want = (max(a, b) - min(a, b)) if took else a + b
         assert row.reference == str(want), row.prompt
+
+
+def test_recipes_copy_brings_the_shifted_set(tmp_path):
+    res = CliRunner().invoke(cli, ["recipes", "copy", "arithmetic-judge", str(tmp_path / "my.yaml")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "data" / "arithmetic-shifted.jsonl").is_file()
+    res = CliRunner().invoke(cli, ["recipes", "validate", str(tmp_path / "my.yaml")])
+    assert res.exit_code == 0, res.output
