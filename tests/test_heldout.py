@@ -183,3 +183,25 @@ def test_recipes_copy_brings_the_shifted_set(tmp_path):
     assert (tmp_path / "data" / "arithmetic-shifted.jsonl").is_file()
     res = CliRunner().invoke(cli, ["recipes", "validate", str(tmp_path / "my.yaml")])
     assert res.exit_code == 0, res.output
+
+
+def test_watch_plots_the_heldout_checks_beside_the_reward(run_with_checks):
+    from tui_fixtures import last_time, run_async, screen_text, wait_for
+
+    from minirft.tui.app import WatchApp
+    from minirft.tui.widgets.plots import MetricPlot
+
+    @run_async
+    async def look():
+        app = WatchApp(run_with_checks, clock=lambda: last_time(run_with_checks) + 5, poll_interval=0.02)
+        async with app.run_test(size=(150, 46)) as pilot:
+            await wait_for(pilot, lambda: app.state.run_end is not None and app.view_step == 3)
+            plot = next(p for p in app.query(MetricPlot) if p.kind == "reward")
+            await wait_for(pilot, lambda: plot._version > 0)
+            text = screen_text(app)
+            # the reward chart's legend names each held-out series; the events pane lists each check
+            for name in ("heldout/letters", "heldout/has_e", "shifted/letters", "shifted/has_e"):
+                assert f"held-out {name}" in text
+            assert text.count("eval held-out check") == 3
+
+    look()
