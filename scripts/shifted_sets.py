@@ -32,8 +32,8 @@ def arithmetic(rng: random.Random) -> list[dict]:
         op = rng.choice("+-")
         if op == "-" and b > a:
             a, b = b, a
-        rows.append({"prompt": f"What is {a} {op} {b}? Answer with the number.", "reference": str(a + b if op == "+" else a - b),
-                     "kind": "larger_numbers"})
+        rows.append({"prompt": f"What is {a} {op} {b}? Answer with the number.",
+                     "reference": str(a + b if op == "+" else a - b), "kind": "larger_numbers"})
     phrasings = [
         ("Compute {a} + {b}. Reply with just the number.", "+"),
         ("Compute {a} - {b}. Reply with just the number.", "-"),
@@ -55,10 +55,12 @@ def arithmetic(rng: random.Random) -> list[dict]:
         name, item = NAMES[i], ITEMS[i % len(ITEMS)]
         a, b = rng.randint(5, 30), rng.randint(2, 20)
         if i % 2 == 0:
-            text, ref = f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now? Answer with the number.", a + b
+            text, ref = (f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now? "
+                         "Answer with the number."), a + b
         else:
             a, b = max(a, b), min(a, b)
-            text, ref = f"{name} had {a} {item} and gave {b} away. How many {item} are left? Answer with the number.", a - b
+            text, ref = (f"{name} had {a} {item} and gave {b} away. How many {item} are left? "
+                         "Answer with the number."), a - b
         rows.append({"prompt": text, "reference": str(ref), "kind": "word_problem"})
     return rows
 

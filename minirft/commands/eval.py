@@ -59,7 +59,8 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
     in both orders by the run's judge model in preference mode; the win rate is the mean
     probability that the tuned answer is the better one (0.5 = no difference). Rule checks of the
     recipe are reported for both. Every held-out set of the recipe is measured (data.eval_path, named
-    'heldout', and each of data.eval_sets, e.g. a shifted set), one table each. KEY=VALUE overrides apply to the run's resolved recipe
+    'heldout', and each of data.eval_sets, e.g. a shifted set), one table each. KEY=VALUE overrides
+    apply to the run's resolved recipe
     (e.g. judge.model=... to judge with another model). Writes RUN_DIR/eval.json.
 
     \b

@@ -1,7 +1,7 @@
 """Base vs tuned on held-out prompts (what ``minirft eval`` runs and writes as eval.json).
 
-:func:`evaluate` generates one completion per held-out prompt
-(``data.eval_path`` of the run's recipe, and each of its ``data.eval_sets``) with the adapter off (the base) and on (the trained policy),
+:func:`evaluate` generates one completion per held-out prompt (``data.eval_path`` of the run's recipe,
+and each of its ``data.eval_sets``) with the adapter off (the base) and on (the trained policy),
 greedy by default so the comparison is not sampling noise, and scores both with the recipe's rule
 rewards plus any extra rule checks (e.g. a length or regex rule the run did not train on), then has the
 run's judge model compare each tuned answer with the base one in preference mode (:func:`judge_pairs`).

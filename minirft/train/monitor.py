@@ -181,6 +181,7 @@ class RunMonitor:
         if rise < c.min_rise or not falls:
             return []
         name = min(falls, key=falls.get)
-        what = ", ".join(f"{k} {self.heldout_first[k]:.2f} -> {self.heldout_first[k] + d:.2f}" for k, d in falls.items())
+        first = self.heldout_first
+        what = ", ".join(f"{k} {first[k]:.2f} -> {first[k] + d:.2f}" for k, d in falls.items())
         return self._fire(step, "heldout_vs_reward",
                           f"training reward up {rise:+.2f} while held-out checks fell: {what}", falls[name])

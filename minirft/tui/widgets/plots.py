@@ -1,4 +1,5 @@
-"""The four charts: mean reward with its spread (and the in-run held-out checks beside it), pass rates, KL and loss, completion length.
+"""The four charts: mean reward with its spread (and the in-run held-out checks beside it), pass rates,
+KL and loss, completion length.
 
 Each is a textual-plotext widget redrawn from a RunState on demand (the app decides when), with a
 vertical marker at the step being viewed.
