@@ -200,6 +200,7 @@ def test_watch_plots_the_heldout_checks_beside_the_reward(run_with_checks):
             await wait_for(pilot, lambda: plot._version > 0)
             text = screen_text(app)
             # the reward chart's legend names each held-out series; the events pane lists each check
+            assert "reward: mean ± std · held-out checks" in text
             for name in ("heldout/letters", "heldout/has_e", "shifted/letters", "shifted/has_e"):
                 assert f"held-out {name}" in text
             assert text.count("eval held-out check") == 3

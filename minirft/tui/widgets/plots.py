@@ -35,7 +35,7 @@ class MetricPlot(PlotextPlot):
     """A chart of one view of the run; ``kind`` picks which."""
 
     TITLES = {
-        "reward": "reward: mean ± std · held-out checks",
+        "reward": "reward: mean ± std",
         "rates": "pass rates (rewards/ and criteria/)",
         "kl_loss": "kl (left) · loss (right)",
         "length": "completion length (tokens)",
@@ -81,7 +81,10 @@ class MetricPlot(PlotextPlot):
         self.plt.plot(xs, hi, color="gray", marker="braille", label="±std")
         self.plt.plot(xs, lo, color="gray", marker="braille")
         self.plt.plot(xs, mean, color="cyan", marker="braille", label="mean")
-        for name, (hx, hy) in state.heldout_series().items():  # training.eval_every: one point per check
+        heldout = state.heldout_series()  # training.eval_every: one point per check and measure
+        if heldout:
+            self.plt.title(f"{self.TITLES['reward']} · held-out checks")
+        for name, (hx, hy) in heldout.items():
             self.plt.plot(hx, hy, marker="dot", label=f"held-out {name}")
 
     def _draw_rates(self, state: RunState) -> None:
