@@ -8,7 +8,8 @@ Every record has ``type``, ``time`` (unix seconds) and ``step``. Types:
   tokens_per_s, lr…; with training.drop_zero_std_groups also groups_dropped, groups_kept, refill_rounds
 - ``sample``: prompt, completion, reward, advantage, rewards {name: value}, criteria {name: p},
   rationale, criterion_rationales {name: text} (judge.rationale_per_criterion), group, judge_error
-- ``event``: ``kind`` (checkpoint, nan_skip, judge_error, resume, warning, …) and ``message``
+- ``event``: ``kind`` (checkpoint, nan_skip, judge_error, resume, warning, eval, …) and ``message``; an
+  ``eval`` event (training.eval_every) also has ``sets`` {set: {check: mean}}, ``prompts`` and ``greedy``
 - ``run_end``: ``status`` (finished, stopped, failed) and a final ``message``
 
 Listeners given to :class:`EventLog` (the experiment trackers of ``logging.report_to``,

@@ -90,18 +90,22 @@ def check_panel(recipe: Recipe) -> None:
 
 
 def check_data(recipe: Recipe) -> list[PromptRow]:
-    """The training rows (every line checked) and the held-out rows when the recipe names them."""
-    out: list[PromptRow] = []
-    for key in ("path", "eval_path"):
-        value = getattr(recipe.data, key)
-        if value is None:
-            continue
+    """The training rows (every line checked) and every held-out set's rows (data.eval_path,
+    data.eval_sets): each file exists and parses."""
+    path = recipe.resolve_path(recipe.data.path)
+    if not path.exists():
+        raise MinirftError(f"{recipe.where('data', 'path')}: data.path: no such data file {path}")
+    out = load_prompts(path, recipe.data.columns)
+    for name, value in recipe.data.held_out().items():
+        key = ("eval_path",) if name == "heldout" and recipe.data.eval_path else ("eval_sets", name)
+        dotted = "data." + ".".join(key)
         path = recipe.resolve_path(value)
         if not path.exists():
-            raise MinirftError(f"{recipe.where('data', key)}: data.{key}: no such data file {path}")
-        rows = load_prompts(path, recipe.data.columns)
-        if key == "path":
-            out = rows
+            raise MinirftError(f"{recipe.where('data', *key)}: {dotted}: no such data file {path}")
+        try:
+            load_prompts(path, recipe.data.columns)
+        except MinirftError as exc:
+            raise MinirftError(f"{recipe.where('data', *key)}: {dotted}: {exc}") from None
     return out
 
 

@@ -343,9 +343,23 @@ class DataConfig(Section):
     columns: DataColumns = Field(default_factory=DataColumns)
     shuffle: bool = True
     eval_path: str | None = None
+    # More held-out sets, name -> file (relative to the recipe), e.g. `shifted: data/x-shifted.jsonl`: prompts
+    # drawn unlike the training prompts. `minirft eval` measures each, beside `eval_path` (the set "heldout").
+    eval_sets: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$")], str] = Field(default_factory=dict)
     # Rule checks that `minirft eval` measures on the held-out prompts (base vs tuned) and that never
     # enter the training reward: the recipe's independent measure of what training changed.
     eval_checks: list[RewardConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _heldout_name(self) -> "DataConfig":
+        if self.eval_path is not None and "heldout" in self.eval_sets:
+            raise ValueError("eval_sets.heldout: the name `heldout` is data.eval_path's; use another name")
+        return self
+
+    def held_out(self) -> dict[str, str]:
+        """Every held-out set, name -> path as written: data.eval_path as `heldout` first, then eval_sets."""
+        first = {"heldout": self.eval_path} if self.eval_path else {}
+        return {**first, **self.eval_sets}
 
 
 # ----------------------------------------------------------------------------------- generation
@@ -416,6 +430,12 @@ class TrainingConfig(Section):
     # ...and up to this many extra rounds sample fresh prompts for the dropped groups' places.
     refill_rounds: int = Field(0, ge=0, le=16)
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's seeds are 32-bit
+    # Held-out checks during the run: every this many steps (and after the last) the policy answers the first
+    # `eval_prompts` prompts of each held-out set (data.eval_path, data.eval_sets) greedily, and the rule
+    # checks (rule rewards + data.eval_checks) are logged as an `eval` event. 0: off.
+    eval_every: int = Field(0, ge=0)
+    # How many prompts of each held-out set the in-run check answers (the first N of each file).
+    eval_prompts: int = Field(8, ge=1)
     # CUDA only: cap this process's GPU memory at this many GB (torch's set_per_process_memory_fraction),
     # so a run proves it fits a smaller card; an allocation past it fails as out-of-memory. None: no cap.
     gpu_memory_gb: float | None = Field(None, gt=0)

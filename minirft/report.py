@@ -302,11 +302,36 @@ def _sample_html(s: dict, label: str) -> str:
             f'<div class="lbl">completion</div><pre>{esc(s.get("completion"))}</pre>{why_html}</div>')
 
 
+def _change(m: dict) -> str:
+    """``base → tuned, Δ [lo, hi]`` of one paired measure."""
+    lo, hi = (m.get("delta_ci95") or [None, None])[:2]
+    delta = "—" if _num(m.get("delta")) is None else f"{m['delta']:+.3f}"
+    return f"{fmt(m.get('base'))} → {fmt(m.get('trained'))}, Δ {delta} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _sets_table(sets: dict) -> str:
+    """Every held-out set side by side (in-distribution and shifted): each rule check's base → tuned with
+    its paired change, and the judged win rate."""
+    names = list(sets)
+    checks = list(dict.fromkeys(k for rep in sets.values() for k in (rep.get("measures") or {})))
+    rows = [["prompts"] + [esc(sets[n].get("n")) for n in names]]
+    for check in checks:
+        rows.append([esc(check)] + [_change(sets[n]["measures"][check]) if check in (sets[n].get("measures") or {})
+                                    else "—" for n in names])
+    wins = []
+    for n in names:
+        lo, hi = (sets[n].get("win_rate_ci95") or [None, None])[:2]
+        wins.append(f"{fmt(sets[n].get('win_rate'))} [{fmt(lo)}, {fmt(hi)}]")
+    rows.append(["judged win rate"] + wins)
+    return ('<p>Every held-out set side by side (base → tuned, paired change and its 95% interval); the details '
+            f'below are set <b>{esc(names[0])}</b>\'s.</p>' + _table(["measure"] + names, rows))
+
+
 def _eval_section(ev: dict | None) -> str:
     if not ev:
         return ('<p class="empty">No held-out evaluation in this run dir (run <code>minirft eval RUN_DIR</code> '
                 "to add one).</p>")
-    parts = []
+    parts = [_sets_table(ev["sets"])] if len(ev.get("sets") or {}) > 1 else []
     if ev.get("win_rate") is not None:
         lo, hi = (ev.get("win_rate_ci95") or [None, None])[:2]
         judge = ev.get("judge") or {}

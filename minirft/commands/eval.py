@@ -37,7 +37,8 @@ def _parse_check(text: str) -> dict:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("overrides", nargs=-1)
 @click.option("--prompts", "prompts", type=click.Path(dir_okay=False, path_type=Path),
-              help="Held-out prompts (JSONL). Default: the recipe's data.eval_path.")
+              help="Held-out prompts (JSONL), measured alone. Default: every held-out set of the recipe "
+                   "(data.eval_path as 'heldout', then data.eval_sets).")
 @click.option("--adapter", type=click.Path(file_okay=False, path_type=Path),
               help="Adapter folder. Default: RUN_DIR/adapter.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")
@@ -57,7 +58,9 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
     sample N completions per prompt at the recipe's temperature (the same seed for both). Every pair is judged
     in both orders by the run's judge model in preference mode; the win rate is the mean
     probability that the tuned answer is the better one (0.5 = no difference). Rule checks of the
-    recipe are reported for both. KEY=VALUE overrides apply to the run's resolved recipe
+    recipe are reported for both. Every held-out set of the recipe is measured (data.eval_path, named
+    'heldout', and each of data.eval_sets, e.g. a shifted set), one table each. KEY=VALUE overrides
+    apply to the run's resolved recipe
     (e.g. judge.model=... to judge with another model). Writes RUN_DIR/eval.json.
 
     \b
@@ -98,17 +101,21 @@ def eval_command(run_dir, overrides, prompts, adapter, limit, examples, checks, 
         click.echo(json.dumps(result, indent=1, ensure_ascii=False))
         return
     how = "greedy" if result["greedy"] else f"{samples} sampled at T={result['temperature']:g} per prompt"
-    lines = [f"{run_dir}: tuned vs base on {result['n']} held-out prompts ({result['data']}), {how}, "
-             f"judge {result['judge']['model']}",
-             f"win rate (P tuned better, both orders) {result['win_rate']:.3f}  "
-             f"95% CI [{result['win_rate_ci95'][0]:.3f}, {result['win_rate_ci95'][1]:.3f}]  "
-             f"wins {result['wins']} / losses {result['losses']}",
-             f"{'rule check':<20}{'base':>8}{'tuned':>8}{'change':>9}  95% CI (paired)"]
-    for name, m in result["measures"].items():
-        lo_d, hi_d = m["delta_ci95"]
-        ci = f"[{common.fmt(lo_d)}, {common.fmt(hi_d)}]" if lo_d is not None else ""
-        change = "" if m["delta"] is None else f"{m['delta']:+.3f}"
-        lines.append(f"{name:<20}{common.fmt(m['base']):>8}{common.fmt(m['trained']):>8}{change:>9}  {ci}")
+    lines: list[str] = []
+    for name, rep in result["sets"].items():
+        if lines:
+            lines.append("")
+        lines += [f"{run_dir}: tuned vs base on {rep['n']} prompts of set '{name}' ({rep['data']}), {how}, "
+                  f"judge {rep['judge']['model']}",
+                  f"win rate (P tuned better, both orders) {common.fmt(rep['win_rate'])}  "
+                  f"95% CI [{common.fmt(rep['win_rate_ci95'][0])}, {common.fmt(rep['win_rate_ci95'][1])}]  "
+                  f"wins {rep['wins']} / losses {rep['losses']}",
+                  f"{'rule check':<20}{'base':>8}{'tuned':>8}{'change':>9}  95% CI (paired)"]
+        for check, m in rep["measures"].items():
+            lo_d, hi_d = m["delta_ci95"]
+            ci = f"[{common.fmt(lo_d)}, {common.fmt(hi_d)}]" if lo_d is not None else ""
+            change = "" if m["delta"] is None else f"{m['delta']:+.3f}"
+            lines.append(f"{check:<20}{common.fmt(m['base']):>8}{common.fmt(m['trained']):>8}{change:>9}  {ci}")
     for pair in result["pairs"][:examples]:
         lines += ["", f"prompt:   {pair['prompt'][:200]}", f"tuned:    {pair['tuned'][:200]}",
                   f"base:     {pair['base'][:200]}", f"P(tuned better) {pair['p_tuned']:.3f}"

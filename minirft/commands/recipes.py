@@ -62,7 +62,7 @@ def copy_recipe(name: str, dest: Path, force: bool) -> None:
     if dest.is_dir():
         dest = dest / source.name
     recipe = load_recipe(source)
-    data = [p for p in (recipe.data.path, recipe.data.eval_path) if p]
+    data = [p for p in (recipe.data.path, *recipe.data.held_out().values()) if p]
     targets = [(source, dest)] + [(source.parent / p, dest.parent / p) for p in data if not Path(p).is_absolute()]
     clash = [str(t) for _, t in targets if t.exists()]
     if clash and not force:

@@ -187,6 +187,7 @@ def absolutise(recipe: Recipe) -> Recipe:
     r.data.path = str(recipe.resolve_path(recipe.data.path))
     if r.data.eval_path:
         r.data.eval_path = str(recipe.resolve_path(r.data.eval_path))
+    r.data.eval_sets = {k: str(recipe.resolve_path(v)) for k, v in r.data.eval_sets.items()}
     from minirft.models import EMBEDDED
 
     for section in (r.policy, r.judge):
@@ -329,6 +330,14 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool = False, overwrite: bo
 
     # Reward-hacking and drift detectors (minirft.train.monitor): warnings in the log and on stderr.
     monitor = RunMonitor(rubric_texts(recipe.judge))
+    heldout = None  # training.eval_every: (slices, rules) of the in-run held-out check
+    if tr.eval_every:
+        from minirft.train.evaluate import heldout_slices, log_heldout_check, rule_checks
+
+        heldout = (heldout_slices(recipe), rule_checks(recipe))
+        if not heldout[0]:
+            warn("training.eval_every is set, but the recipe has no held-out set (data.eval_path, data.eval_sets)")
+            heldout = None
     limits = LimitNotes(recipe, log, say, context=policy_context(policy))
     status, message = "failed", "crashed"
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
@@ -344,6 +353,13 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool = False, overwrite: bo
             log.event(start_step, "resume", f"resumed from {where}", from_step=start_step)
         for note in notes:
             log.event(start_step, "warning", note)
+
+        def check_heldout(step: int) -> None:
+            for line in log_heldout_check(recipe, policy, *heldout, log, monitor, step):
+                say(line)
+
+        if heldout is not None:
+            check_heldout(start_step)  # where the held-out measures start
         stream = rollouts(recipe, policy, sampler, reward_fns, judge, engine=sampler_engine)
         # human labels steer the live run: a refitted judge.calibration is picked up between steps
         cal = (calibration_watch.CalibrationWatch(calibration_watch.watched_path(recipe, run_dir),
@@ -381,6 +397,8 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool = False, overwrite: bo
                 if not quiet:
                     print(f"step {step}/{tr.steps}  warning [{alert.detector}] {alert.message}",
                           file=sys.stderr, flush=True)
+            if heldout is not None and (step % tr.eval_every == 0 or step == tr.steps):
+                check_heldout(step)
             if step % recipe.checkpoint.every == 0 or step == tr.steps:
                 rundir.guard(run_dir, ckpt_root)  # a link put in the run dir since the start is refused too
                 try:

@@ -13,6 +13,10 @@ Detectors (each fires when its condition becomes true, then stays quiet for ``co
   window while an independent signal (any rule-check reward) fell by ``min_rise`` — over-optimisation.
 - ``judge_addressing``: more than ``max_addressing_share`` of the step's completions talk to the judge
   ("ignore the rubric", "as the judge", "answer yes", "score: 10") or echo a rubric question.
+- ``heldout_vs_reward``: fed the in-run held-out checks (``training.eval_every``) through
+  :meth:`RunMonitor.update_heldout`: the training reward rose by ``min_rise`` (mean of the last ``window``
+  steps against the first) while a held-out rule check fell by ``min_heldout_drop`` since the first check —
+  the policy is learning the training prompts' reward, not what it measures on prompts it never saw.
 - ``diversity_collapse``: mean distinct-2 within groups below ``min_distinct2``, or
   ``frac_reward_zero_std`` above ``max_zero_std`` for a whole window — no learning signal left.
 """
@@ -80,6 +84,7 @@ class MonitorConfig:
     max_addressing_share: float = 0.1
     min_distinct2: float = 0.3
     max_zero_std: float = 0.8
+    min_heldout_drop: float = 0.1  # a held-out rule check's fall (first check -> latest) that counts
     min_panel_agreement: float = 0.1  # a jury whose judges' rewards stop correlating measures nothing shared
 
 
@@ -96,6 +101,8 @@ class RunMonitor:
         self.independent: list[float] = []
         self.zero_std: deque[float] = deque(maxlen=self.config.window)
         self.agreement: deque[float] = deque(maxlen=self.config.window)
+        self.train_reward: list[float] = []
+        self.heldout_first: dict[str, float] = {}  # measure -> its value at the first held-out check
         self._quiet_until: dict[str, int] = {}
 
     def _fire(self, step: int, name: str, message: str, value: float) -> list[Alert]:
@@ -109,6 +116,8 @@ class RunMonitor:
         {name: value} (the judge's is ``judge``); ``metrics``: the step metrics."""
         c, alerts = self.config, []
         scored = [s for s in samples if s.get("reward") is not None]
+        if isinstance(metrics.get("reward"), (int, float)):
+            self.train_reward.append(float(metrics["reward"]))
 
         self.length_corr.append(pearson([len(s["completion"]) for s in scored], [s["reward"] for s in scored]))
         if len(self.length_corr) >= 2 * c.window:
@@ -154,3 +163,25 @@ class RunMonitor:
                                  f"{np.mean(self.zero_std):.0%} of groups have identical rewards for {c.window} steps",
                                  float(np.mean(self.zero_std)))
         return alerts
+
+    def update_heldout(self, step: int, measures: dict[str, float | None]) -> list[Alert]:
+        """Feed it each in-run held-out check: ``measures`` {"set/check": mean} (rule checks only, on a
+        0..1 scale). Fires ``heldout_vs_reward`` when the training reward rose while one of them fell."""
+        c = self.config
+        for name, value in measures.items():
+            if value is not None:
+                self.heldout_first.setdefault(name, float(value))
+        n = len(self.train_reward)
+        if n < 2:
+            return []
+        w = min(c.window, n // 2)
+        rise = float(np.mean(self.train_reward[-w:]) - np.mean(self.train_reward[:w]))
+        falls = {name: float(v) - self.heldout_first[name] for name, v in measures.items()
+                 if v is not None and float(v) - self.heldout_first[name] <= -c.min_heldout_drop}
+        if rise < c.min_rise or not falls:
+            return []
+        name = min(falls, key=falls.get)
+        first = self.heldout_first
+        what = ", ".join(f"{k} {first[k]:.2f} -> {first[k] + d:.2f}" for k, d in falls.items())
+        return self._fire(step, "heldout_vs_reward",
+                          f"training reward up {rise:+.2f} while held-out checks fell: {what}", falls[name])

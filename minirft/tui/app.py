@@ -205,7 +205,8 @@ class WatchApp(Labelling, App[str | None]):
             moved = latest != self.view_step
             if moved:
                 self.set_reactive(WatchApp.view_step, latest)  # no watcher: the throttled redraw below
-            self._request_redraw(plots=moved or bool(applied.new_steps),
+            held_out = any(e.get("kind") == "eval" for e in applied.events)  # a held-out check to plot
+            self._request_redraw(plots=moved or bool(applied.new_steps) or held_out,
                                  table=moved or self.view_step in applied.new_samples)
         else:
             self.unseen_steps += len(applied.new_steps)

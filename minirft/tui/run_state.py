@@ -256,6 +256,22 @@ class RunState:
         self._series_cache[name] = (self._metrics_version, xs, ys)
         return xs, ys
 
+    def heldout_series(self) -> dict[str, tuple[list[int], list[float]]]:
+        """The in-run held-out checks (``event`` records of kind ``eval``, training.eval_every): each
+        ``set/check`` rule measure's (steps, values); the answer length is left out."""
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        for rec in self.events:
+            if rec.get("kind") != "eval" or not isinstance(rec.get("sets"), dict):
+                continue
+            for name, checks in rec["sets"].items():
+                for check, value in (checks.items() if isinstance(checks, dict) else ()):
+                    v = _num(value)
+                    if check != "length_chars" and v is not None:
+                        xs, ys = out.setdefault(f"{name}/{check}", ([], []))
+                        xs.append(_int(rec.get("step")))
+                        ys.append(v)
+        return out
+
     def metric_names(self, prefix: str) -> list[str]:
         """Metric keys with a prefix (``rewards/``, ``criteria/``) in first-seen order."""
         cached = self._series_cache.get("names:" + prefix)

@@ -1,4 +1,5 @@
-"""The four charts: mean reward with its spread, pass rates, KL and loss, completion length.
+"""The four charts: mean reward with its spread (and the in-run held-out checks beside it), pass rates,
+KL and loss, completion length.
 
 Each is a textual-plotext widget redrawn from a RunState on demand (the app decides when), with a
 vertical marker at the step being viewed.
@@ -80,6 +81,11 @@ class MetricPlot(PlotextPlot):
         self.plt.plot(xs, hi, color="gray", marker="braille", label="±std")
         self.plt.plot(xs, lo, color="gray", marker="braille")
         self.plt.plot(xs, mean, color="cyan", marker="braille", label="mean")
+        heldout = state.heldout_series()  # training.eval_every: one point per check and measure
+        if heldout:
+            self.plt.title(f"{self.TITLES['reward']} · held-out checks")
+        for name, (hx, hy) in heldout.items():
+            self.plt.plot(hx, hy, marker="dot", label=f"held-out {name}")
 
     def _draw_rates(self, state: RunState) -> None:
         for key in state.metric_names("rewards/") + state.metric_names("criteria/"):
