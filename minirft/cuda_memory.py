@@ -130,7 +130,7 @@ def estimate(recipe: Any, *, cuda: bool = True) -> Footprint:
 
     fp = Footprint()
     pol = recipe.policy
-    resolved = resolve_model(_local(recipe, pol.model))
+    resolved = resolve_model(recipe.model_name(pol.model))
     if resolved.is_gguf:
         fp.notes.append(f"{pol.model}: a GGUF policy is dequantised by transformers; counted as bf16")
         size = resolved.path.stat().st_size
@@ -168,7 +168,7 @@ def _judge_part(recipe: Any, fp: Footprint, cuda: bool) -> None:
         return
     models = [m.model for m in judge.panel] if judge.panel else [judge.model]
     for name in models:
-        resolved = resolve_model(_local(recipe, name))
+        resolved = resolve_model(recipe.model_name(name))
         if judge.backend == "torch" and not resolved.is_gguf:
             shape = _shape(str(resolved.path), 0, [])
             fp.parts[f"judge {name} (torch)"] = shape.weights_gb(judge.load_in_4bit, 4 if judge.dtype == "float32" else 2)
@@ -176,32 +176,3 @@ def _judge_part(recipe: Any, fp: Footprint, cuda: bool) -> None:
             fp.parts[f"judge {name} (llama.cpp, offloaded)"] = resolved.path.stat().st_size / 2**30
         elif judge.backend == "torch":
             fp.parts[f"judge {name} (torch, dequantised GGUF)"] = resolved.path.stat().st_size * 4 / 2**30
-
-
-def _local(recipe: Any, name: str) -> str:
-    from pathlib import Path
-
-    base = recipe.source.parent if recipe.source else None
-    if base is not None and not Path(name).is_absolute() and (base / name).exists():
-        return str(base / name)
-    return name
-
-
-def fit_warning(recipe: Any) -> str | None:
-    """On CUDA, before loading: a warning when the estimate exceeds ``training.gpu_memory_gb`` or the
-    card's free memory (None when it fits, or when the models cannot be estimated from their config)."""
-    import torch
-
-    from minirft.errors import MinirftError
-
-    try:
-        fp = estimate(recipe, cuda=True)
-    except (OSError, ValueError, KeyError, ImportError, AttributeError, MinirftError):
-        return None
-    cap = recipe.training.gpu_memory_gb
-    free = torch.cuda.mem_get_info()[0] / 2**30
-    limit, what = (cap, "training.gpu_memory_gb") if cap is not None else (free, "free GPU memory")
-    if fp.total <= limit:
-        return None
-    return (f"the estimated GPU footprint, {fp.total:.1f} GB, exceeds {what} ({limit:.1f} GB); "
-            "`minirft doctor RECIPE` shows the parts")

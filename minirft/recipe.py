@@ -559,6 +559,14 @@ class Recipe(Section):
             return p
         return (self.source.parent / p).resolve()
 
+    def model_name(self, name: str) -> str:
+        """A model name as given (a registry name, an absolute path), or the path relative to the
+        recipe's folder when it names something there."""
+        base = self.source.parent if self.source else None
+        if base is not None and not Path(name).is_absolute() and (base / name).exists():
+            return str(base / name)
+        return name
+
 
 # ------------------------------------------------------------------------------------ loading
 # A recipe is a few hundred values; YAML aliases can make a tiny file stand for billions (an "alias

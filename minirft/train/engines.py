@@ -28,7 +28,7 @@ from minirft.errors import MinirftError
 from minirft.llamacpp import cpu_features
 from minirft.models import resolve_model
 from minirft.recipe import Recipe
-from minirft.train.policy import Generated, Policy, cpu_has_bf16
+from minirft.train.policy import Generated, Policy, choose_backend, cpu_has_bf16
 
 
 class RolloutEngine(Protocol):
@@ -50,26 +50,18 @@ class RolloutEngine(Protocol):
     def close(self) -> None: ...
 
 
-def _backend(recipe: Recipe) -> str:
-    from minirft.train.policy import choose_backend
-
-    return choose_backend(recipe.policy)
-
-
 def choose_engine(recipe: Recipe) -> str:
     """``generation.engine`` resolved for this machine (see the module docstring)."""
     engine = recipe.generation.engine
     if engine != "auto":
         return engine
-    backend = _backend(recipe)
+    backend = choose_backend(recipe.policy)
     if torch.cuda.is_available():
         return "torch_graph" if backend == "hf" else "torch"
     if backend == "unsloth":
         return "torch"
-    from minirft.train.llama_rollout import policy_model_name
-
     try:
-        is_gguf = resolve_model(policy_model_name(recipe)).is_gguf
+        is_gguf = resolve_model(recipe.model_name(recipe.policy.model)).is_gguf
     except MinirftError:
         return "torch"
     if not is_gguf:

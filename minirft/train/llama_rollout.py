@@ -47,15 +47,6 @@ from minirft.train.policy import Generated, Policy
 MAX_SEQS = 64  # sequences per llama.cpp context (P·G of one chunk of prompts)
 
 
-def policy_model_name(recipe: Recipe) -> str:
-    """``policy.model`` as given, or as a path relative to the recipe's folder when it names a file there."""
-    name = recipe.policy.model
-    base = recipe.source.parent if recipe.source else None
-    if base is not None and not Path(name).is_absolute() and (base / name).exists():
-        name = str(base / name)
-    return name
-
-
 class _BaseView:
     """The base weights of a peft-wrapped model as ``write_model_gguf`` reads a plain model: ``config``
     and a ``state_dict()`` without LoRA tensors and with peft's ``base_layer`` step removed."""
@@ -77,7 +68,7 @@ def base_gguf(recipe: Recipe, policy: Policy, workdir: Path) -> Path:
     """The GGUF file llama.cpp samples from (``generation.engine_weights``): the policy's own file, or a
     GGUF of the base weights torch holds (by default in torch's own dtype, bf16 or f16, written into
     ``workdir``)."""
-    resolved = resolve_model(policy_model_name(recipe))
+    resolved = resolve_model(recipe.model_name(recipe.policy.model))
     weights = recipe.generation.engine_weights
     if weights == "policy_gguf":
         if not resolved.is_gguf:

@@ -120,6 +120,7 @@ class WatchApp(Labelling, App[str | None]):
         self._redraw_timer = None
         self._last_redraw = float("-inf")
         self._skipped_shown = 0
+        self._label_skips_shown = False  # the skipped label lines are said once
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -228,7 +229,7 @@ class WatchApp(Labelling, App[str | None]):
     def _note_skipped_lines(self) -> None:
         """Unreadable lines of the log (not the partial last one) get a warning in the events pane;
         so do unreadable lines of the label file (once)."""
-        if self.labels.skipped and not getattr(self, "_label_skips_shown", False):
+        if self.labels.skipped and not self._label_skips_shown:
             self._label_skips_shown = True
             lines = self.labels.skipped
             self._q(EventsPane).add([{"kind": "warning", "step": self.state.latest_step or 0,
