@@ -2,9 +2,11 @@
 
 Each run is trained and evaluated with (one at a time, same seed; NAME = grpo, dapo, dr_grpo, dyn):
 
-    OMP_NUM_THREADS=1 minirft train recipes/arithmetic-judge.yaml --run-dir runs/h26-NAME [overrides]
+    OMP_NUM_THREADS=1 minirft train recipes/arithmetic-judge.yaml --run-dir runs/h26-NAME \
+        data.path=data/arithmetic.jsonl training.loss=grpo training.steps=20 [overrides]
     minirft eval runs/h26-NAME --samples 4          (writes runs/h26-NAME/eval.json)
 
+(the first three overrides give the recipe as these runs had it, before its broader training set);
 overrides: dapo ``training.loss=dapo``, dr_grpo ``training.loss=dr_grpo``, dyn (grpo with dynamic
 sampling) ``training.drop_zero_std_groups=true training.refill_rounds=2``. This script copies each
 run's step records and eval report into ``bench/results/recipe_runs/`` (``loss-NAME-steps.jsonl``,
