@@ -284,7 +284,7 @@ def test_preference_via_contrast_is_antisymmetric_and_ranks_by_score(tiny_gguf):
     finally:
         judge.close()
         rubric.close()
-    with pytest.raises(ValueError, match="preference mode takes either method: contrast criteria"):
+    with pytest.raises(ValueError, match="preference mode takes either contrast/direct criteria"):
         JudgeConfig(mode="preference", criteria=[{"name": "q", "question": "Q?"}, POLITE])
 
 
