@@ -13,8 +13,10 @@ between <response> markers it cannot close, and a header that says text inside i
 ``undefended`` (plain "Response:" and no warning); the same criteria as ``contrast`` criteria (nothing is
 asked, so there is no verdict to demand); the contrasts with ``aggregate: lowest`` and ``prefix_min`` (the
 defences: the judge is causal, so appended text can only lower the lowest per-token differences and the
-lowest running mean); and a ``panel`` of all the models given, contrast criteria, mean and lowest.
-Run: python bench/judge_injection.py [--model gemma3-270m] [--model smollm2-135m-instruct]
+lowest running mean); the same criteria as ``direct`` criteria (the conditions scored after the
+response, where appended text sits right before them); and a ``panel`` of all the models given,
+contrast criteria, mean and lowest.
+Run: python bench/judge_injection.py [--model gemma3-270m] [--model smollm2-135m-instruct] [--configs direct ...]
 Writes bench/results/judge_injection.json, rewritten after every row (a run cut short keeps the rows it
 finished).
 """
@@ -67,6 +69,8 @@ def run(model: str | list[str], defended: bool, threads: int, method: str = "que
     update = {"n_threads": threads, "rationales": "none", "criteria": QUESTION}
     if method == "contrast":
         update["criteria"] = CONTRAST
+    elif method == "direct":  # the conditions after the response: appended text sits right before them
+        update["criteria"] = [{**c, "method": "direct"} for c in CONTRAST]
     elif method.startswith("contrast_"):  # the defences: appended text cannot raise the lowest differences
         update["criteria"] = [{**c, "aggregate": method.removeprefix("contrast_")} for c in CONTRAST]
     update.update({"panel": [{"model": m} for m in model]} if isinstance(model, list) else {"model": model})
@@ -93,19 +97,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="judge model(s); default gemma3-270m and smollm2-135m-instruct")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--configs", nargs="+", help="run only these configurations (e.g. direct); the JSON keeps "
+                    "the others' rows")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "judge_injection.json"))
     args = ap.parse_args()
     models = args.model or ["gemma3-270m", "smollm2-135m-instruct"]
     result = {"responses": len(POOR), "suffixes": SUFFIXES, "judges": {}}
+    if args.configs and Path(args.out).is_file():
+        result["judges"] = json.loads(Path(args.out).read_text())["judges"]
     print(f"{'judge':<36}{'config':<21}{'raised':>8}{'>0.05':>7}{'mean gain':>11}{'max gain':>10}{'base':>7}")
     configs = [(m, name, defended, method) for m in models
                for name, defended, method in (("defended", True, "question"), ("undefended", False, "question"),
                                               ("contrast", True, "contrast"),
                                               ("contrast_lowest", True, "contrast_lowest"),
-                                              ("contrast_prefix_min", True, "contrast_prefix_min"))]
+                                              ("contrast_prefix_min", True, "contrast_prefix_min"),
+                                              ("direct", True, "direct"))]
     if len(models) > 1:
         configs.append((models, "panel", True, "contrast"))
         configs.append((models, "panel_lowest", True, "contrast_lowest"))
+    configs = [c for c in configs if not args.configs or c[1] in args.configs]
     for model, name, defended, method in configs:
         key = "+".join(model) if isinstance(model, list) else model
         r = run(model, defended, args.threads, method)

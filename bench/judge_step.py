@@ -22,8 +22,20 @@ in a separate minirft run and reported as their share of that run's judge time.
 
 Every timing is wall time and process CPU time; on a shared machine CPU time is the fairer comparison.
 
+Contrast (``--contrast``): the judge work of a polite step, P prompts x G completions x recipes/polite.yaml's
+two contrast criteria, short and long shared prompts. The users' loop is the one users write for
+contrast criteria: a ``Llama(logits_all=True)``, per (row, criterion, condition, completion) the
+query's tokens evaluated after the longest token prefix they share with the previous query
+(llama-cpp-python's own prefix reuse: ``longest_token_prefix``, ``n_tokens``, ``eval``), the
+response's rows read from ``llm.scores``, a numpy log-softmax, and minirft's own aggregation, weights
+and sharpness (so both sides compute the same rewards; the loop runs condition-major, its best order).
+Against it: minirft's judge with the recipe's criteria as they are (``contrast``, aggregate lowest),
+the same with llama.cpp's logits rows per decode capped at 64 as before December 2026, and the same
+conditions as ``direct`` criteria.
+
 Run:   python bench/judge_step.py [--threads 2] [--quick] [--repeats 1] [--n-gpu-layers -1]
-Writes bench/results/judge_step.json (--quick: judge_step_quick.json).
+       python bench/judge_step.py --contrast --threads 1
+Writes bench/results/judge_step.json (--quick: judge_step_quick.json; --contrast: judge_step_contrast.json).
 """
 
 from __future__ import annotations
@@ -264,6 +276,128 @@ def run_case(args, llm, name, mode, P, G, K, long: bool) -> dict:
     return case
 
 
+# ------------------------------------------------------------------------------------ contrast criteria
+CONTRAST_CASE = ("polite 8x4 contrast", 8, 4)
+
+
+def polite_criteria(method: str) -> list[dict]:
+    """recipes/polite.yaml's judge criteria, as they are (``contrast``) or as ``direct`` criteria."""
+    from minirft.recipe import load_recipe
+
+    crit = [c.model_dump() for c in load_recipe(ROOT / "recipes" / "polite.yaml").judge.criteria]
+    if method == "direct":
+        crit = [{**c, "method": "direct", "aggregate": "mean", "sharpness": None} for c in crit]
+    return crit
+
+
+def run_users_contrast(llm, cfg: JudgeConfig, rows, groups, warm_text: str, repeats: int) -> dict:
+    """The users' contrast loop (module docstring): rewards as the recipe's rubric computes them."""
+    import numpy as np
+
+    from minirft.judge.base import CHARS_PER_TOKEN
+    from minirft.judge.methods import contrast
+    from minirft.judge.prompts import CONTRAST_HEADER, Layout
+
+    L = Layout(cfg)
+    evaluated = [0]
+
+    def logprobs(prefix: str, response: str) -> np.ndarray:
+        ctx = llm.tokenize(prefix.encode("utf-8"), add_bos=True, special=True)
+        resp = llm.tokenize(response.encode("utf-8"), add_bos=False, special=True)
+        toks = ctx + resp
+        k = min(llm.longest_token_prefix(llm.input_ids[:llm.n_tokens].tolist(), toks), len(ctx) - 1)
+        llm.n_tokens = k
+        llm.eval(toks[k:])
+        evaluated[0] += len(toks) - k
+        z = np.asarray(llm.scores[len(ctx) - 1:len(toks) - 1], dtype=np.float64)
+        top = z.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+        return z[np.arange(len(resp)), resp] - lse
+
+    def loop():
+        out = []
+        for row, group in zip(rows, groups):
+            ps = [{} for _ in group]
+            for c in cfg.criteria:
+                conds = contrast.conditions(c, row)
+                lps = {}
+                for cond in conds:
+                    prefix = CONTRAST_HEADER + L.contrast_row(row) + L.contrast_condition(cond)
+                    for j, cand in enumerate(group):
+                        text = cand.strip()[:c.max_response_tokens * CHARS_PER_TOKEN]
+                        lps[cond, j] = logprobs(prefix, L.contrast_response(text)) if text else None
+                for j in range(len(group)):
+                    a, b = lps[conds[0], j], lps[conds[1], j]
+                    s = 0.0 if a is None else contrast.criterion_score(contrast.token_differences(
+                        contrast.TokenScores(a, ()), contrast.TokenScores(b, ()), c.max_response_tokens), c)
+                    ps[j][c.name] = contrast.p_pass(s, c.sharpness)
+            total = sum(c.weight for c in cfg.criteria)
+            out += [sum(c.weight * p[c.name] for c in cfg.criteria) / total for p in ps]
+        return out
+
+    logprobs(warm_text, " Hello.")  # the header in the prefix cache, as the previous step left it
+    evaluated[0] = 0
+    r = timed(loop, repeats)
+    r["rewards"] = [round(x, 4) for x in r.pop("result")]
+    r["tokens_decoded"] = evaluated[0] // repeats
+    return r
+
+
+def run_contrast_case(args, long: bool) -> dict:
+    import llama_cpp
+
+    from minirft.judge.backends import llama_cpp as backend
+    from minirft.judge.prompts import CONTRAST_HEADER
+
+    name, P, G = CONTRAST_CASE
+    path = str(resolve_model(args.model).path)
+    llm = llama_cpp.Llama(path, n_ctx=2048, n_batch=512, n_threads=args.threads, n_threads_batch=args.threads,
+                          n_gpu_layers=args.n_gpu_layers, logits_all=True, verbose=False)
+    try:
+        tokenize = lambda s: llm.tokenize(s.encode("utf-8"), add_bos=False)  # noqa: E731
+        rows, groups = workload(P, G, long, tokenize)
+        warm_rows, warm_groups = workload(1, 2, long, tokenize)
+        warm_rows = [parse_row({"prompt": "Warm-up: " + warm_rows[0].prompt}, "bench")]
+        case = {"name": name, "mode": "rubric", "prompts": P, "group": G, "criteria": 2,
+                "shared_prompt": "long" if long else "short", "candidates": P * G,
+                "row_tokens": [len(tokenize(r.prompt)) for r in rows]}
+        cfgs = {m: JudgeConfig(model=args.model, criteria=polite_criteria(m), n_threads=args.threads,
+                               rationales="none", n_gpu_layers=GPU_LAYERS) for m in ("contrast", "direct")}
+        print(f"[{time.strftime('%H:%M:%S')}] {name} {case['shared_prompt']}: users", flush=True)
+        warm_text = CONTRAST_HEADER + f"Human: {warm_rows[0].prompt}\n\nAssistant:"
+        case["users"] = run_users_contrast(llm, cfgs["contrast"], rows, groups, warm_text, args.repeats)
+    finally:
+        llm.close()
+    warm = (warm_rows, warm_groups)
+    runs = {"contrast": ("contrast", None), "contrast, 64 rows per decode": ("contrast", 64),
+            "direct": ("direct", None)}
+    case["minirft"] = {}
+    for label, (method, rows_cap) in runs.items():
+        print(f"[{time.strftime('%H:%M:%S')}] {name} {case['shared_prompt']}: minirft {label}", flush=True)
+        backend.MAX_OUTPUTS = rows_cap
+        try:
+            r = run_minirft(cfgs[method], rows, groups, warm, args.repeats)
+        finally:
+            backend.MAX_OUTPUTS = None
+        case["minirft"][label] = r
+    u = case["users"]
+    for r in [u, *case["minirft"].values()]:
+        r["cand_per_s"], r["cand_per_cpu_s"] = P * G / r["seconds"], P * G / r["cpu_seconds"]
+    case["speedup"] = {label: {"wall": u["seconds"] / r["seconds"], "cpu": u["cpu_seconds"] / r["cpu_seconds"]}
+                       for label, r in case["minirft"].items()}
+    same = case["minirft"]["contrast"]["rewards"]
+    case["max_reward_difference_users_vs_minirft"] = max(abs(a - b) for a, b in zip(u["rewards"], same))
+    return case
+
+
+def contrast_table(cases) -> None:
+    print(f"{'case':<22}{'prompt':<7}{'users':>8}" + "".join(f"{k:>34}" for k in cases[0]["minirft"])
+          + "   (CPU seconds; x = users / minirft)")
+    for c in cases:
+        cells = "".join(f"{r['cpu_seconds']:>24.1f} ({c['speedup'][k]['cpu']:.2f}x)" for k, r in c["minirft"].items())
+        print(f"{c['name']:<22}{c['shared_prompt']:<7}{c['users']['cpu_seconds']:>8.1f}{cells}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  epilog="example: python bench/judge_step.py --quick --threads 1")
@@ -273,11 +407,25 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller cases (4x4x2 rubric, 2x8 preference)")
     ap.add_argument("--only", choices=["short", "long"], help="one shared-prompt length")
     ap.add_argument("--n-gpu-layers", type=int, default=0, help="-1: the whole judge on a GPU (a CUDA llama.cpp build)")
+    ap.add_argument("--contrast", action="store_true", help="the contrast case (polite.yaml's criteria) only")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     global GPU_LAYERS
     GPU_LAYERS = args.n_gpu_layers
     import llama_cpp
+
+    if args.contrast:
+        out = Path(args.out or ROOT / "bench" / "results" / "judge_step_contrast.json")
+        load0 = os.getloadavg()
+        cases = []
+        for long in (False, True):
+            if args.only and args.only != ("long" if long else "short"):
+                continue
+            cases.append(run_contrast_case(args, long))
+            write(out, args, cases, load0)
+        contrast_table(cases)
+        print(f"wrote {out}")
+        return
 
     out = Path(args.out or ROOT / "bench" / "results" / ("judge_step_quick.json" if args.quick else "judge_step.json"))
     path = str(resolve_model(args.model).path)

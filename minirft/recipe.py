@@ -58,27 +58,35 @@ class PolicyConfig(Section):
 
 # ---------------------------------------------------------------------------------------- judge
 class Criterion(Section):
-    """One observable pass/fail criterion, scored one of two ways (``method``):
+    """One observable pass/fail criterion, scored one of three ways (``method``):
 
     - ``question`` (default): a yes/no question; score = P(yes) at the verdict position.
     - ``contrast``: contrastive likelihood. The response is scored by how much more likely the judge finds
       it after ``positive`` than after ``negative`` (a condition line stated before the assistant's turn):
       s = mean over response tokens of [log P(token | positive) - log P(token | negative)], and
-      P(pass) = sigmoid(sharpness * s). ``negative: ""`` means no condition line. Both may name
-      ``{reference}``, ``{wrong_reference}`` (a wrong number near a numeric reference, or the row's
-      ``wrong_reference`` column) and any data column, e.g. ``{topic}``.
+      P(pass) = sigmoid(sharpness * s). ``negative: ""`` means no condition line.
+    - ``direct``: direct contrast. The condition follows the response, and the judge scores it:
+      r = log P(positive | conversation) - log P(negative | conversation) (the sum over the condition's
+      tokens), s = r - r(an empty reply), P(pass) = sigmoid(sharpness * s). The response is read once for every direct criterion and
+      both conditions, and only the conditions' few tokens are scored: several times cheaper than
+      ``contrast``, but text appended to the response sits right before the condition (no ``lowest``
+      defence against "Note to the judge: …").
+
+    Conditions may name ``{reference}``, ``{wrong_reference}`` (a wrong number near a numeric reference, or
+    the row's ``wrong_reference`` column) and any data column, e.g. ``{topic}``.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    method: Literal["question", "contrast"] = "question"
+    method: Literal["question", "contrast", "direct"] = "question"
     question: str | None = None
     positive: str | None = None
     negative: str | None = None
-    # contrast: P(pass) = sigmoid(sharpness * s); s is a mean per-token log-prob difference, typically
-    # within +-0.5, so 10 spreads that over most of (0, 1) (with aggregate: lowest, s lies near -1..0: use
-    # about 3). `minirft calibrate --fit` fits a Platt map on top.
-    sharpness: float = Field(10.0, gt=0)
-    # contrast: only the response's first tokens are scored (and decoded).
+    # contrast and direct: P(pass) = sigmoid(sharpness * s). contrast's s is a mean per-token log-prob
+    # difference, typically within +-0.5, so the default 10 spreads it over most of (0, 1) (with
+    # aggregate: lowest, s lies near -1..0: use about 3); direct's s is a whole condition's log-ratio,
+    # typically within +-5, so its default is 1. `minirft calibrate --fit` fits a Platt map on top.
+    sharpness: float | None = Field(None, gt=0)
+    # contrast and direct: only the response's first tokens are scored (contrast) or read (direct).
     max_response_tokens: int = Field(64, ge=1, le=1024)
     # contrast: how per-token differences become s. `mean` over the scored tokens; `lowest`: the mean of
     # the `tokens` lowest differences (the words that most suit the negative condition: for "free of X"
@@ -101,14 +109,19 @@ class Criterion(Section):
             if not self.question:
                 raise ValueError("a question criterion needs `question`")
             if self.positive is not None or self.negative is not None:
-                raise ValueError("`positive`/`negative` belong to method: contrast")
+                raise ValueError("`positive`/`negative` belong to method: contrast or direct")
         else:
             if not self.positive or self.negative is None:
-                raise ValueError("a contrast criterion needs `positive` and `negative` (negative: \"\" for none)")
+                raise ValueError(f"a {self.method} criterion needs `positive` and `negative` (contrast: "
+                                 "negative: \"\" for none)")
+            if self.method == "direct" and not self.negative.strip():
+                raise ValueError("a direct criterion needs a non-empty `negative` condition")
             if self.question:
-                raise ValueError("`question` belongs to method: question")
-        if self.method == "question" and self.aggregate != "mean":
+                raise ValueError(f"`question` belongs to method: question, not {self.method}")
+        if self.method != "contrast" and self.aggregate != "mean":
             raise ValueError("`aggregate` belongs to method: contrast")
+        if self.sharpness is None:
+            self.sharpness = 1.0 if self.method == "direct" else 10.0
         return self
 
 
@@ -228,8 +241,8 @@ class JudgeConfig(Section):
         if self.mode == "rubric" and not self.criteria:
             raise ValueError("rubric mode needs at least one entry in judge.criteria")
         kinds = {c.method for c in self.criteria}
-        if self.mode == "preference" and kinds == {"question", "contrast"}:
-            raise ValueError("preference mode takes either method: contrast criteria (each response scored "
+        if self.mode == "preference" and "question" in kinds and kinds - {"question"}:
+            raise ValueError("preference mode takes either contrast/direct criteria (each response scored "
                              "alone; P(A better) = sigmoid(score_A - score_B)) or the A/B question, not both")
         names = [c.name for c in self.criteria]
         if len(set(names)) != len(names):

@@ -1,6 +1,6 @@
 """Contrast criteria through the http backend: the prompt's own log-probabilities (`echo: true`) from
 llama-cpp-python's real server on 127.0.0.1 equal the in-process llama_cpp backend's on the same tiny
-GGUF, from the library and from `minirft judge`; a real server started without prompt log-probs
+GGUF, from the library and from `minirft judge`, for contrast and direct criteria; a real server started without prompt log-probs
 (`--logits_all false`) is a one-line error naming the method."""
 
 import json
@@ -137,7 +137,7 @@ def test_server_without_prompt_logprobs_is_a_one_line_error(servers, tiny_gguf, 
     j = build_judge(_cfg(tiny_gguf, servers[1]))
     try:
         with pytest.raises(MinirftError, match=r"cannot return prompt log-probabilities, which criteria with "
-                                               r"method: contrast need .*--logits_all true"):
+                                               r"method: contrast or direct need .*--logits_all true"):
             j.score_groups([ROW], [GROUP])
         assert j.evaluator.take_metrics()["judge/retries"] == 0  # a refusal is not retried
     finally:
@@ -160,5 +160,23 @@ def test_a_response_with_the_generated_token_only_names_what_the_server_lacks():
                                                              "text_offset": [len(prompt)], "top_logprobs": [{}]}}]}
     for response in (only_generated, {"choices": [{"text": "x", "logprobs": None}]}):
         with pytest.raises(MinirftError, match="returned no log-probabilities for the prompt's tokens, which "
-                                               "criteria with method: contrast need"):
+                                               "criteria with method: contrast or direct need"):
             response_token_scores(response, prompt, len(prompt) - len(" It is."), "http://h/v1/completions")
+
+
+def test_http_direct_scores_equal_the_in_process_backend(servers, tiny_gguf):
+    """Direct criteria ask the same prompt log-probabilities (the condition's tokens after the response)."""
+    kind = {"name": "kind", "method": "direct", "positive": "The assistant replies politely.",
+            "negative": "The assistant replies rudely."}
+    remote = build_judge(_cfg(tiny_gguf, servers[0], criteria=[kind]))
+    local = build_judge(_cfg(tiny_gguf, criteria=[kind]))
+    try:
+        got = remote.score_groups([ROW], [GROUP])[0]
+        want = local.score_groups([ROW], [GROUP])[0]
+        for g, w in zip(got, want):
+            assert g.error is None, g.error
+            assert g.criteria["kind"] == pytest.approx(w.criteria["kind"], abs=TOL)
+            assert g.criteria["kind"] != 0.5
+    finally:
+        remote.close()
+        local.close()

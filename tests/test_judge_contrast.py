@@ -117,6 +117,28 @@ def test_logits_rows_per_decode_are_capped_and_the_scores_do_not_change(tiny_ggu
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=2e-3)  # other batch shapes: rounding only
 
 
+def test_logits_rows_per_decode_follow_the_available_memory(tiny_gguf, monkeypatch):
+    """Without MAX_OUTPUTS the cap is what 1/OUTPUT_SHARE of MemAvailable holds, within [MIN_OUTPUTS, n_batch];
+    the engine's context is created with it."""
+    from minirft.judge.backends import llama_cpp as backend
+
+    for available, want in [(0, 64), (2 << 30, 64), (8 << 30, 256), (64 << 30, 512)]:
+        monkeypatch.setattr(backend, "_available_bytes", lambda a=available: a)
+        assert backend.output_rows(262144, 512) == want
+    monkeypatch.setattr(backend, "_available_bytes", lambda: 8 << 30)
+    assert backend.output_rows(262144, 128) == 128  # never more than a decode's tokens
+    monkeypatch.undo()
+    assert backend._available_bytes() > 0  # read from /proc/meminfo on Linux
+    monkeypatch.setattr(backend, "_available_bytes", lambda: 64 << 20)  # 64 MiB: the tiny vocabulary's rows fit
+    ev = llama(tiny_gguf)
+    try:
+        ev.score_tokens(scored_queries())
+        eng = ev.engine
+        assert eng.max_outputs == min(512, (64 << 20) // 32 // (4 * eng.n_vocab)) > 64
+    finally:
+        ev.close()
+
+
 def test_condition_level_prefix_sharing_decodes_each_shared_token_prefix_once(tiny_gguf):
     judge = build_judge(JudgeConfig(model=tiny_gguf, criteria=[POLITE], n_threads=1, n_ctx=1024, rationales="none"))
     try:
@@ -284,7 +306,7 @@ def test_preference_via_contrast_is_antisymmetric_and_ranks_by_score(tiny_gguf):
     finally:
         judge.close()
         rubric.close()
-    with pytest.raises(ValueError, match="preference mode takes either method: contrast criteria"):
+    with pytest.raises(ValueError, match="preference mode takes either contrast/direct criteria"):
         JudgeConfig(mode="preference", criteria=[{"name": "q", "question": "Q?"}, POLITE])
 
 

@@ -101,7 +101,7 @@ class EvaluatorBase(_Quiet):
     """Defaults for :class:`Evaluator`: no contrast scoring, nothing to load, no counters."""
 
     def score_tokens(self, queries: Sequence[Query]) -> list[TokenScores]:
-        raise MinirftError(f"judge backend {type(self).__name__} cannot score criteria with method: contrast "
+        raise MinirftError(f"judge backend {type(self).__name__} cannot score criteria with method: contrast or direct "
                            "(it needs the log-probabilities of the response's tokens); use llama_cpp, torch or http")
 
 

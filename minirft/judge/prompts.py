@@ -40,6 +40,12 @@ RATIONALE_CUE = "In one or two sentences, explain how well the response meets th
 #   row         "Human: {prompt}\n\n"                   shared by a row's candidates and conditions
 #   condition   "({condition})\n\nAssistant:"           shared by a row's candidates
 #   response    " {response}"                          the scored tokens
+# Direct criteria put the condition after the response and score the condition's tokens:
+#   header      CONTRAST_HEADER                        shared by every query
+#   row         "Human: {prompt}\n\n"                   shared by a row's candidates
+#   response    "Assistant: {response}\n\n"             shared by a candidate's criteria and conditions
+#               ("Assistant:\n\n" for the empty reply the scores are calibrated against)
+#   condition   "({condition})"                        the scored tokens
 CONTRAST_HEADER = "The following is a conversation between a human and an AI assistant.\n\n"
 
 
@@ -158,6 +164,15 @@ class Layout:
     @staticmethod
     def contrast_response(text: str) -> str:
         return " " + text.strip()
+
+    @staticmethod
+    def direct_response(text: str) -> str:
+        """The assistant's turn; an empty reply (the direct method's calibration) is the bare turn."""
+        return f"Assistant: {text.strip()}\n\n" if text.strip() else "Assistant:\n\n"
+
+    @staticmethod
+    def direct_condition(condition: str) -> str:
+        return f"({condition.strip()})"
 
     def rationale_cue(self) -> str:
         ask = RATIONALE_CUE if self.cfg.mode == "rubric" else (

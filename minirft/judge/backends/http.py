@@ -217,7 +217,7 @@ class HttpEvaluator(EvaluatorBase):
             out = self._post(body, self.completions_url)
         except _Refused as exc:
             raise MinirftError(f"judge.http.url: {self.completions_url} cannot return prompt log-probabilities, "
-                               f"which criteria with method: contrast need "
+                               f"which criteria with method: contrast or direct need "
                                f"({_one_line(str(exc)).removeprefix(f'judge server {self.completions_url}: ')})"
                                + (" — start llama-cpp-python's server with --logits_all true"
                                   if "logits_all" in str(exc) else "")) from None
@@ -249,7 +249,7 @@ def response_token_scores(response: dict, prompt: str, start: int, url: str) -> 
     A token that starts before ``start`` but reaches past it (a merge across the boundary) counts as the
     response's; tokens at or after ``len(prompt)`` (the generated one) are dropped."""
     lacks = (f"judge.http.url: {url} returned no log-probabilities for the prompt's tokens, which criteria with "
-             "method: contrast need (the server ignores `echo: true`; llama-cpp-python's server and vLLM answer it, "
+             "method: contrast or direct need (the server ignores `echo: true`; llama-cpp-python's server and vLLM answer it, "
              "llama.cpp's llama-server does not)")
     try:
         lp = response["choices"][0]["logprobs"] or {}

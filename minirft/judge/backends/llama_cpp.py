@@ -66,9 +66,35 @@ HEADER_SEQ, HOLD_SEQ = 0, 1  # the cached header; a prefix held from one chunk f
 CHUNK_CELLS = 256  # KV cells a chunk may use besides the header (at least 1.25x its longest query)
 KEEP_CELLS = 1024  # cells kept for rationales before their generation loop runs (at least one chunk's budget)
 # Logits rows one llama_decode may return. llama.cpp's output buffer holds that many rows of the
-# vocabulary (262k floats = 1 MiB a row for Gemma-3) and stays resident once touched: contrast
-# criteria read a row at nearly every token of a response, so 512 rows (n_batch) would keep ~0.5 GB.
-MAX_OUTPUTS = 64
+# vocabulary (262k floats = 1 MiB a row for Gemma-3) and stays resident once touched, and contrast
+# criteria read a row at nearly every token of a response: the cap is what 1/OUTPUT_SHARE of the
+# memory available when the context is created holds, between MIN_OUTPUTS and n_batch (fewer rows per
+# decode mean more, smaller decodes: 64 rows cost 9-16% of judge time against 512). MAX_OUTPUTS, when
+# set, replaces the rule (tests, bench/step_memory.py).
+MIN_OUTPUTS = 64
+OUTPUT_SHARE = 32
+MAX_OUTPUTS: int | None = None
+
+
+def output_rows(n_vocab: int, n_batch: int) -> int:
+    """Logits rows per decode: :data:`MAX_OUTPUTS` when set, else what 1/:data:`OUTPUT_SHARE` of the
+    available memory holds, within [MIN_OUTPUTS, n_batch]."""
+    if MAX_OUTPUTS is not None:
+        return MAX_OUTPUTS
+    rows = _available_bytes() // OUTPUT_SHARE // (4 * n_vocab)
+    return int(max(MIN_OUTPUTS, min(n_batch, rows)))
+
+
+def _available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (0 where there is none: the floor then applies)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 @dataclass
@@ -132,6 +158,7 @@ class Engine:
         self.n_vocab = self.model.n_vocab()
         self._batch = llamacpp.Batch(self._l, n_batch, 1 if deterministic else MAX_SEQ)
         self.n_cells = self.n_seq_ctx = 0  # the unified cache's size (default mode), set by _ensure_context
+        self.max_outputs = MIN_OUTPUTS  # logits rows per decode, set with the context (output_rows)
         self._gen_decoded = 0  # tokens decoded by generation loops (fed-back generated tokens)
         self._header: tuple[int, ...] | None = None
         self.tokenize = TokenCache(lambda text, bos: self.model.tokenize(text.encode("utf-8"), bos, True))
@@ -167,10 +194,11 @@ class Engine:
             # Deterministic: one stream per sequence, so a query's numbers never depend on its neighbours.
             # n_outputs_max: llama.cpp reserves n_seq_max rows when it creates the context and asserts
             # that many fit. swa_full off: sliding-window layers keep only their window (much less memory).
+            self.max_outputs = output_rows(self.n_vocab, self.n_batch)
             self.context = llamacpp.new_context(self._api, self.model, n_ctx=total, n_batch=self.n_batch,
                                                 n_seq_max=n_seq, n_threads=self.n_threads,
                                                 kv_unified=not self.deterministic,
-                                                n_outputs_max=max(MAX_OUTPUTS, n_seq), flash_attn=False,
+                                                n_outputs_max=max(self.max_outputs, n_seq), flash_attn=False,
                                                 swa_full=False)
         except ValueError as exc:
             raise MinirftError(f"judge model {self.model.path_model}: could not create a context ({exc}); "
@@ -201,7 +229,7 @@ class Engine:
         ``take`` is None (no logits) or a callable given that position's logits row, at once: llama.cpp
         keeps logits only until the next decode, and the callable reads what it needs from the row in
         place (a 262k-entry row is never copied per position)."""
-        for piece in _pieces(items, self.n_batch, MAX_OUTPUTS):
+        for piece in _pieces(items, self.n_batch, self.max_outputs):
             self._batch.decode(self.ctx, [(tok, pos, seq, take is not None) for tok, pos, seq, take in piece],
                                " (context full? raise judge.n_ctx)")
             self.stats.tokens_decoded += len(piece)
@@ -383,12 +411,15 @@ class Engine:
                     results[m].logits = chosen
                     results[m].first = first  # the greedy first token: starts a generating query's text
             if len(verdict) < len(readers):
-                top = float(row.max())
-                lse = top + math.log(float(np.exp(row - top).sum(dtype=np.float64)))  # float32 exp, float64 sum
-                for m in readers:
-                    p = paths[m]
-                    if p.score_last:
-                        scored[m][t - p.read_from] = float(row[p.tokens[t + 1]]) - lse
+                # the scored tokens' logits first, then log-sum-exp in place: the row is llama.cpp's
+                # output buffer, read by nobody after this position, so no copy of 262k floats is made
+                picks = [(m, float(row[paths[m].tokens[t + 1]])) for m in readers if paths[m].score_last]
+                top = row.max()
+                np.subtract(row, top, out=row)
+                np.exp(row, out=row)
+                lse = float(top) + math.log(float(row.sum(dtype=np.float64)))  # float32 exp, float64 sum
+                for m, z in picks:
+                    scored[m][t - paths[m].read_from] = z - lse
         return take
 
     def _generate(self, queries, results, seqs, pos) -> None:

@@ -12,8 +12,8 @@ From (rows, candidates) to P(pass): :func:`queries` lays out two ``score_last`` 
 and criterion (the response after each condition, :class:`~minirft.judge.prompts.Layout`'s contrast
 segments), the backend's ``score_tokens`` returns each response token's log-probability, and
 :func:`differences` and :func:`p_pass_all` turn them into per-token differences, P(pass) and an
-attribution. In preference mode :func:`logit` weighs a candidate's criteria into one score and
-:func:`preference` compares two scores.
+attribution. In preference mode :func:`minirft.judge.modes.logit` weighs a candidate's criteria into
+one score and :func:`preference` compares two scores.
 
 Nothing is generated and no question is asked, so there is no verdict token for a position bias or a
 "yes"-habit to act on; the per-token differences also say *which words* earned the score
@@ -173,13 +173,6 @@ def p_pass_all(cfg: JudgeConfig, diffs: list[list[dict]]) -> list[list[dict[str,
     by_name = {c.name: c for c in cfg.criteria}
     return [[{name: passes(by_name[name], p_pass(criterion_score(d, by_name[name]), by_name[name].sharpness))
               for name, d in cand.items()} for cand in group] for group in diffs]
-
-
-def logit(cfg: JudgeConfig, d: dict) -> float:
-    """The weighted contrast score of one candidate, in logit units: sum_c w_c * sharpness_c * s_c / sum_c w_c."""
-    cs = criteria(cfg)
-    total = sum(c.weight for c in cs) or 1.0
-    return sum(c.weight * c.sharpness * criterion_score(d[c.name], c) for c in cs) / total
 
 
 def preference(logit_a: float, logit_b: float) -> float:
