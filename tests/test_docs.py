@@ -43,7 +43,8 @@ UNTRACED: dict[tuple[str, str], str] = {
     (B, "0.167"): "recipe runs: formal reward steps 16–20, a mean bench/run_summary.py takes of formal-steps.jsonl",
     (B, "2.49"): "recipe runs: peak RSS from /usr/bin/time -v (the caption says so), not saved",
     (B, "2.53"): "recipe runs: polite peak RSS from /usr/bin/time -v, not saved",
-    (B, "1.040"): "recipe runs: polite reward steps 16–20, a mean of polite-b-steps.jsonl (run_summary.py)",
+    (B, "1.043"): "recipe runs: polite reward steps 1–5, a mean of polite-b-steps.jsonl (run_summary.py)",
+    (B, "1.040"): "recipe runs: polite reward steps 16–20, the same",
     (B, "0.789"): "recipe runs: polite's criterion steps 1–5, a mean of polite-b-steps.jsonl (run_summary.py); a number "
                   "of the old arith-judge-steps.jsonl matched it by chance",
     (B, "0.85"): "formal's AUC: in bench/results/judge_methods.json, not the recipe_runs files the item names",
