@@ -1,10 +1,10 @@
 """The LLM judge. A recipe's ``judge`` section becomes a :class:`~minirft.judge.base.Judge`:
 
-- criterion methods (:mod:`minirft.judge.methods`): ``question`` (P(yes) read from the label tokens)
-  and ``contrast`` (the response's likelihood under a positive vs a negative condition), each giving
-  P(pass) per criterion;
+- criterion methods (:mod:`minirft.judge.methods`): ``question`` (P(yes) read from the label tokens),
+  ``contrast`` (the response's likelihood under a positive vs a negative condition) and ``direct``
+  (the two conditions' likelihood after the response), each giving P(pass) per criterion;
 - modes (:mod:`minirft.judge.modes`): rubric (weighted criteria and gates) and preference (win rates
-  within a group: A/B questions in both orders, or contrast scores compared);
+  within a group: A/B questions in both orders, or contrast and direct scores compared);
 - :class:`~minirft.judge.core.GroupJudge`: retries, clipping and Platt maps over one backend
   (:data:`minirft.judge.backends.BACKENDS`: llama_cpp, torch, http), optionally behind the
   ``judge.cache`` SQLite file; :class:`~minirft.judge.panel.PanelJudge`: a jury of them.

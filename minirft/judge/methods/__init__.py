@@ -6,6 +6,8 @@ results into P(pass) per candidate, with a rationale or an attribution.
   question of preference mode and generates rationales.
 - :mod:`~minirft.judge.methods.contrast` compares the response's token log-probabilities under a
   positive and a negative condition.
+- :mod:`~minirft.judge.methods.direct` compares the two conditions' log-probabilities after the
+  response (calibrated against an empty reply).
 
 :mod:`minirft.judge.modes` combines the methods' P(pass) into a rubric reward or pairwise win rates.
 """
