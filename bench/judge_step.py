@@ -294,7 +294,7 @@ def run_users_contrast(llm, cfg: JudgeConfig, rows, groups, warm_text: str, repe
     """The users' contrast loop (module docstring): rewards as the recipe's rubric computes them."""
     import numpy as np
 
-    from minirft.judge.base import CHARS_PER_TOKEN
+    from minirft.judge.base import CHARS_PER_TOKEN, TokenScores
     from minirft.judge.methods import contrast
     from minirft.judge.prompts import CONTRAST_HEADER, Layout
 
@@ -329,7 +329,7 @@ def run_users_contrast(llm, cfg: JudgeConfig, rows, groups, warm_text: str, repe
                 for j in range(len(group)):
                     a, b = lps[conds[0], j], lps[conds[1], j]
                     s = 0.0 if a is None else contrast.criterion_score(contrast.token_differences(
-                        contrast.TokenScores(a, ()), contrast.TokenScores(b, ()), c.max_response_tokens), c)
+                        TokenScores(a, ()), TokenScores(b, ()), c.max_response_tokens), c)
                     ps[j][c.name] = contrast.p_pass(s, c.sharpness)
             total = sum(c.weight for c in cfg.criteria)
             out += [sum(c.weight * p[c.name] for c in cfg.criteria) / total for p in ps]
